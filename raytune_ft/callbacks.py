@@ -1,0 +1,62 @@
+"""Ray Train callbacks (run on the Train controller) that record each *committed* epoch report.
+
+Only reports Ray has committed reach here, so an epoch redone after a worker failure appears
+once: `metrics.jsonl` and the TensorBoard curves (step = epoch) stay clean across restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+from ray.train.v2.api.callback import UserCallback
+
+METRICS_FILE = "metrics.jsonl"
+TB_DIR = "tensorboard"
+# Reported values that are bookkeeping, not curves.
+_NOT_SCALARS = {"epoch", "max_epochs", "resumed", "start_epoch", "progress", "nonfinite_loss"}
+
+
+class EpochRecordCallback(UserCallback):
+    """Append rank 0's report to `<run_dir>/metrics.jsonl` and to TensorBoard, keyed by epoch."""
+
+    def __init__(self, run_dir: str, tensorboard: bool = True) -> None:
+        self.run_dir = run_dir
+        self.tensorboard = tensorboard
+        self._writer = None
+
+    def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
+        report = dict(metrics[0])
+        if checkpoint is not None:
+            report["checkpoint_path"] = checkpoint.path
+        os.makedirs(self.run_dir, exist_ok=True)
+        with open(os.path.join(self.run_dir, METRICS_FILE), "a") as f:
+            f.write(json.dumps(report, default=str) + "\n")
+        if self.tensorboard:
+            self._write_scalars(report)
+
+    def _write_scalars(self, report: dict[str, Any]) -> None:
+        from tensorboardX import SummaryWriter
+
+        if self._writer is None:
+            self._writer = SummaryWriter(os.path.join(self.run_dir, TB_DIR))
+        epoch = int(report["epoch"])
+        for key, value in report.items():
+            if key in _NOT_SCALARS or not isinstance(value, (int, float)):
+                continue
+            if isinstance(value, float) and not math.isfinite(value):
+                continue
+            tag = key if "/" in key else f"train/{key}"
+            self._writer.add_scalar(tag, value, global_step=epoch)
+        self._writer.flush()
+
+
+def read_metrics(run_dir: str) -> list[dict[str, Any]]:
+    """The committed epoch reports of a run, in order."""
+    path = os.path.join(run_dir, METRICS_FILE)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,116 @@
+"""The embedded demo's data: real aerial tree-crown images with real boxes, tiled into COCO sets.
+
+Images and VOC annotations come from the `deepforest` wheel (MIT, installed `--no-deps`, located
+without importing it). Each image is cut into square tiles on a grid; the rightmost grid columns
+of every image become the val set, so train and val tiles never overlap in space.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from raytune_ft.errors import UserError
+
+DEMO_ROOT = Path(__file__).resolve().parents[1] / "data" / "demo"
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo" / "faster_rcnn_mnv2_trees.py"
+CLASSES = ("tree",)
+DEMO_IMAGES = ("OSBS_029", "SOAP_061", "2019_YELL_2_541000_4977000_image_crop")
+ALL_IMAGES = DEMO_IMAGES + ("2019_YELL_2_528000_4978000_image_crop2",)
+
+
+@dataclass(frozen=True)
+class Box:
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+def deepforest_data_dir() -> Path:
+    spec = importlib.util.find_spec("deepforest")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the demo needs the 'deepforest' package for its images (install it with "
+                        "`pip install --no-deps deepforest==2.1.0`, or run scripts/setup.sh).")
+    return Path(list(spec.submodule_search_locations)[0]) / "data"
+
+
+def read_voc_boxes(xml_path: Path) -> list[Box]:
+    root = ET.parse(xml_path).getroot()
+    boxes = []
+    for obj in root.iter("object"):
+        bb = obj.find("bndbox")
+        boxes.append(Box(*(float(bb.find(k).text) for k in ("xmin", "ymin", "xmax", "ymax"))))
+    return boxes
+
+
+def _clip(box: Box, x0: int, y0: int, size: int, min_keep: float) -> list[float] | None:
+    """The box in tile coordinates as COCO [x, y, w, h], if enough of it lies in the tile."""
+    cx1, cy1 = max(box.x1, x0), max(box.y1, y0)
+    cx2, cy2 = min(box.x2, x0 + size), min(box.y2, y0 + size)
+    if cx2 <= cx1 or cy2 <= cy1:
+        return None
+    area = (box.x2 - box.x1) * (box.y2 - box.y1)
+    if (cx2 - cx1) * (cy2 - cy1) < min_keep * area:
+        return None
+    return [cx1 - x0, cy1 - y0, cx2 - cx1, cy2 - cy1]
+
+
+def build_demo(out: Path = DEMO_ROOT, images: tuple[str, ...] = DEMO_IMAGES, tile: int = 200,
+               val_fraction: float = 0.25, min_keep: float = 0.5) -> dict[str, int]:
+    """Write `out/{train,val}/*.png` tiles and `out/annotations/{train,val}.json` (COCO)."""
+    src = deepforest_data_dir()
+    sets = {s: {"images": [], "annotations": [],
+                "categories": [{"id": 1, "name": CLASSES[0]}]} for s in ("train", "val")}
+    for split in sets:
+        (out / split).mkdir(parents=True, exist_ok=True)
+    (out / "annotations").mkdir(parents=True, exist_ok=True)
+    next_img, next_ann = 1, 1
+    for stem in images:
+        picture = np.asarray(Image.open(src / f"{stem}.png").convert("RGB"))
+        boxes = read_voc_boxes(src / f"{stem}.xml")
+        rows, cols = picture.shape[0] // tile, picture.shape[1] // tile
+        val_cols = max(1, math.floor(val_fraction * cols + 0.5))
+        for r in range(rows):
+            for c in range(cols):
+                split = "val" if c >= cols - val_cols else "train"
+                x0, y0 = c * tile, r * tile
+                name = f"{stem}_r{r}_c{c}.png"
+                Image.fromarray(picture[y0:y0 + tile, x0:x0 + tile]).save(out / split / name)
+                sets[split]["images"].append(
+                    {"id": next_img, "file_name": name, "width": tile, "height": tile})
+                for box in boxes:
+                    bbox = _clip(box, x0, y0, tile, min_keep)
+                    if bbox is not None:
+                        sets[split]["annotations"].append(
+                            {"id": next_ann, "image_id": next_img, "category_id": 1,
+                             "bbox": bbox, "area": bbox[2] * bbox[3], "iscrowd": 0})
+                        next_ann += 1
+                next_img += 1
+    for split, coco in sets.items():
+        (out / "annotations" / f"{split}.json").write_text(json.dumps(coco))
+    counts = {f"{s}_{k}": len(v[k]) for s, v in sets.items() for k in ("images", "annotations")}
+    (out / "READY").write_text(json.dumps({"images": list(images), "tile": tile, **counts}))
+    return counts
+
+
+BACKBONE_CHECKPOINT = "mobilenet_v2_imagenet_mmdet.pth"
+
+
+def ensure_demo(out: Path = DEMO_ROOT) -> Path:
+    """Build the demo data set and its pretrained checkpoint once; later calls reuse them."""
+    from raytune_ft.weights import write_backbone_checkpoint
+
+    if not (out / "READY").exists():
+        counts = build_demo(out)
+        print(f"[raytune_ft] demo data written to {out}: {counts}", flush=True)
+    if not (out / BACKBONE_CHECKPOINT).exists():
+        write_backbone_checkpoint(out / BACKBONE_CHECKPOINT)
+    return out

@@ -1,0 +1,216 @@
+"""mmengine hooks that connect a Runner to Ray Train: report each validated epoch with its checkpoint.
+
+Registered in mmengine's HOOKS registry so configs can name them (`custom_hooks=[dict(type=...)]`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from mmengine.dist import get_rank
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+CHECKPOINT_FILE = "checkpoint.pth"
+
+
+class TrainingDiverged(RuntimeError):
+    """The train loss became NaN/inf on some rank; raised on every rank at the same iteration
+    (after the divergence was reported) so the worker loop can end the trial cleanly."""
+
+
+def worst_value(mode: str) -> float:
+    """A finite stand-in for a diverged metric (Optuna and ASHA cannot rank NaN)."""
+    return -1.0 if mode == "max" else 1.0e9
+
+
+def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
+    """Keep the numeric metrics (mmdet also returns strings such as `coco/bbox_mAP_copypaste`)."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = float(value)
+    return out
+
+
+def param_digest(model: torch.nn.Module) -> float:
+    """An order-sensitive fingerprint of all parameters; equal on DDP ranks that are in sync."""
+    total = 0.0
+    for i, p in enumerate(model.parameters()):
+        total += float(p.detach().double().sum()) * (1 + (i % 97) * 1e-3)
+    return total
+
+
+@HOOKS.register_module()
+class RayTrainReportHook(Hook):
+    """After each validation: `ray.train.report(metrics, checkpoint)` on every rank.
+
+    Rank 0 attaches the checkpoint mmengine's CheckpointHook has just written for the epoch, so
+    Ray persists it and `ray.train.get_checkpoint()` returns it after a failure. Reported with the
+    evaluator's metrics: epoch, progress (epoch / max_epochs, for schedule-aware early stopping),
+    lr, mean train loss, iteration and data time, and where this attempt started.
+
+    It also appends a line per epoch to `<work_dir>/ranks/rank<r>.jsonl` (samples seen and a
+    parameter digest) so DDP sharding and synchronisation can be audited after the fact.
+    """
+
+    priority = "LOWEST"  # after CheckpointHook and the logger have seen the epoch
+
+    def __init__(self, start_info: dict[str, Any] | None = None, metric: str | None = None,
+                 mode: str = "max", expected_metrics: list[str] | None = None) -> None:
+        self.start_info = dict(start_info or {})
+        self.metric, self.mode = metric, mode
+        self.expected_metrics = list(expected_metrics or [])
+        self._reset()
+
+    def _reset(self) -> None:
+        self._losses: list[float] = []
+        self._iter_times: list[float] = []
+        self._data_times: list[float] = []
+        self._sample_ids: list[Any] = []
+        self._t_iter_end: float | None = None
+        self._t_iter_start = 0.0
+        self._nonfinite_loss = False
+
+    def before_train_epoch(self, runner) -> None:
+        self._reset()
+        self._t_iter_end = time.perf_counter()
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        now = time.perf_counter()
+        if self._t_iter_end is not None:
+            self._data_times.append(now - self._t_iter_end)
+        self._t_iter_start = now
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        now = time.perf_counter()
+        self._iter_times.append(now - self._t_iter_start)
+        self._t_iter_end = now
+        loss = float(torch.as_tensor(outputs["loss"]).detach()) if outputs and "loss" in outputs else 0.0
+        self._losses.append(loss)
+        for sample in (data_batch or {}).get("data_samples", []):
+            self._sample_ids.append(sample.metainfo.get("img_id", sample.metainfo.get("img_path")))
+        if _any_rank(not math.isfinite(loss)):
+            self._nonfinite_loss = True
+            self._report(runner, {}, diverged_at=runner.iter + 1)
+            raise TrainingDiverged(
+                f"train loss became {loss} at epoch {runner.epoch + 1}, iteration {batch_idx + 1}")
+
+    def after_val_epoch(self, runner, metrics: dict[str, Any] | None = None) -> None:
+        self._report(runner, metrics or {})
+
+    def _report(self, runner, metrics: dict[str, Any], diverged_at: int | None = None) -> None:
+        import ray.train
+
+        epoch = runner.epoch  # already incremented: the number of finished epochs
+        max_epochs = runner.max_epochs
+        report: dict[str, Any] = _numeric(metrics)
+        for key, value in report.items():
+            if not math.isfinite(value):
+                report[key] = worst_value(self.mode)
+        if diverged_at is None and self.expected_metrics and not report:
+            # mmdet's CocoMetric returns {} when the model detects nothing: that is an AP of 0
+            report = {key: 0.0 for key in self.expected_metrics}
+            report["empty_predictions"] = 1.0
+        if diverged_at is not None and self.metric:
+            report[self.metric] = worst_value(self.mode)
+        lrs = runner.optim_wrapper.get_lr()
+        report.update(
+            epoch=epoch,
+            max_epochs=max_epochs,
+            progress=epoch / max_epochs,
+            lr=float(next(iter(lrs.values()))[0]),
+            train_loss=(sum(self._losses) / len(self._losses)) if self._losses else float("nan"),
+            nonfinite_loss=float(self._nonfinite_loss),
+            iter_time=_mean(self._iter_times),
+            data_time=_mean(self._data_times),
+            iters_per_s=(len(self._iter_times) / sum(self._iter_times)) if self._iter_times else 0.0,
+            diverged=float(diverged_at is not None),
+            **self.start_info,
+        )
+        if diverged_at is not None:  # no checkpoint of NaN weights; the trial ends here
+            report.update(diverged_at_iter=diverged_at, train_loss=worst_value("min"))
+            ray.train.report(report)
+            return
+        self._audit(runner, epoch)
+        rank = get_rank()
+        ckpt_path = runner.message_hub.get_info("last_ckpt") if rank == 0 else None
+        if rank == 0 and (ckpt_path is None or not os.path.isfile(ckpt_path)):
+            raise RuntimeError(
+                "no epoch checkpoint to report: default_hooks.checkpoint must save every epoch "
+                f"(got last_ckpt={ckpt_path!r})"
+            )
+        if ckpt_path is None:
+            ray.train.report(report)
+            return
+        with tempfile.TemporaryDirectory(prefix="raytune_ft_ckpt_") as staging:
+            _link_or_copy(Path(ckpt_path), Path(staging) / CHECKPOINT_FILE)
+            (Path(staging) / "meta.json").write_text(
+                json.dumps({"epoch": epoch, "source": str(ckpt_path)})
+            )
+            ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(staging))
+
+    def _audit(self, runner, epoch: int) -> None:
+        rank_dir = Path(runner.work_dir) / "ranks"
+        rank_dir.mkdir(parents=True, exist_ok=True)
+        line = {"epoch": epoch, "rank": get_rank(), "samples": self._sample_ids,
+                "param_digest": param_digest(runner.model), **self.start_info}
+        with open(rank_dir / f"rank{get_rank()}.jsonl", "a") as f:
+            f.write(json.dumps(line, default=str) + "\n")
+
+
+@HOOKS.register_module()
+class FaultInjectionHook(Hook):
+    """Kill this worker process once, to exercise recovery (chaos testing, not for production).
+
+    Exits with `os._exit(1)` on `rank` at iteration `at_iter` of epoch `epoch` (1-based), the
+    first time only: the marker file records that it fired, so the restarted attempt runs on.
+    Before dying it waits until Ray has committed the reports already made, so the crash lands
+    after the previous epoch's checkpoint is safe (as it is in any real run whose epochs last
+    longer than Ray's few-second polling interval).
+    """
+
+    def __init__(self, rank: int, epoch: int, marker: str, at_iter: int = 0) -> None:
+        self.rank, self.epoch, self.at_iter, self.marker = rank, epoch, at_iter, marker
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        if (get_rank() == self.rank and runner.epoch + 1 == self.epoch
+                and batch_idx == self.at_iter and not os.path.exists(self.marker)):
+            import ray.train
+
+            ray.train.get_all_reported_checkpoints()
+            Path(self.marker).write_text(f"killed rank {self.rank} in epoch {self.epoch}\n")
+            os._exit(1)
+
+
+def _any_rank(flag: bool) -> bool:
+    """True on every rank if `flag` is true on any (one small all-reduce per iteration)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

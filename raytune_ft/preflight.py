@@ -1,0 +1,139 @@
+"""Checks that run before any trial starts, so a typo costs seconds instead of GPU-hours.
+
+Each failing check raises a `UserError` (exit 2) naming the file or flag and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mmengine.config import Config
+
+from raytune_ft.config import dataset_classes
+from raytune_ft.errors import UserError
+
+# Metric suffixes mmdet's CocoMetric reports per `metric` entry ('bbox', 'segm').
+COCO_SUFFIXES = ("mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l")
+
+
+def _dataset_of(loader: Any) -> dict:
+    dataset = (loader or {}).get("dataset") or {}
+    times = 1
+    while "dataset" in dataset and "ann_file" not in dataset:
+        times *= int(dataset.get("times", 1))
+        dataset = dataset["dataset"]
+    return {**dataset, "_times": times}
+
+
+def annotation_file(cfg: Config, split: str = "train_dataloader") -> Path:
+    ds = _dataset_of(cfg.get(split))
+    ann = ds.get("ann_file")
+    if not ann:
+        raise UserError(f"config has no {split}.dataset.ann_file; set the annotation file of your "
+                        "data set.")
+    return Path(os.path.join(ds.get("data_root", "") or "", ann))
+
+
+def check_coco_annotations(cfg: Config, split: str = "train_dataloader",
+                           sample: int = 20) -> dict[str, Any]:
+    """The annotation file exists, is COCO JSON with images and annotations, its categories
+    match the config's classes, and a bounded sample of its images exists."""
+    path = annotation_file(cfg, split)
+    if not path.is_file():
+        raise UserError(f"{split} annotation file '{path}' does not exist. Check data_root and "
+                        "ann_file in the config (or convert your data: python -m raytune_ft.data).")
+    try:
+        coco = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{split} annotation file '{path}' is not JSON: {err}.") from err
+    if not isinstance(coco, dict) or not coco.get("images") or "annotations" not in coco:
+        raise UserError(f"{split} annotation file '{path}' has no 'images' or no 'annotations' "
+                        "list: it is not a COCO detection file.")
+    classes = dataset_classes(cfg)
+    names = [c.get("name") for c in coco.get("categories", [])]
+    if classes is not None and not set(classes) <= set(names):
+        raise UserError(f"the config's classes {list(classes)} are not all categories of "
+                        f"'{path}', which has {names}; missing: "
+                        f"{sorted(set(classes) - set(names))}. Fix metainfo.classes.")
+    ds = _dataset_of(cfg.get(split))
+    prefix = (ds.get("data_prefix") or {}).get("img", "")
+    img_dir = Path(os.path.join(ds.get("data_root", "") or "", prefix))
+    for image in coco["images"][:sample]:
+        if not (img_dir / image["file_name"]).is_file():
+            raise UserError(f"image '{img_dir / image['file_name']}' listed in '{path}' does not "
+                            "exist. Check data_prefix.img and data_root in the config.")
+    return {"images": len(coco["images"]) * ds["_times"], "annotations": len(coco["annotations"])}
+
+
+def check_load_from(cfg: Config) -> None:
+    load_from = cfg.get("load_from")
+    if not load_from:
+        return
+    if "://" in str(load_from):
+        from torch.hub import get_dir
+
+        cached = Path(get_dir()) / "checkpoints" / os.path.basename(str(load_from))
+        if cached.is_file():
+            return
+        if os.environ.get("RAYTUNE_FT_OFFLINE") or not _url_reachable(str(load_from)):
+            raise UserError(f"load_from URL '{load_from}' cannot be fetched from here and is not "
+                            f"in the local cache. Download it and put it at '{cached}', or set "
+                            "load_from to a local path.")
+        return
+    if not Path(load_from).is_file():
+        raise UserError(f"load_from checkpoint '{load_from}' does not exist. Point load_from at a "
+                        "pretrained checkpoint (local path or model-zoo URL).")
+
+
+def _url_reachable(url: str, timeout: float = 5.0) -> bool:
+    import urllib.request
+
+    try:
+        req = urllib.request.Request(url, method="HEAD")
+        with urllib.request.urlopen(req, timeout=timeout):
+            return True
+    except Exception:  # noqa: BLE001 - any failure means "cannot fetch"
+        return False
+
+
+def expected_metrics(cfg: Config) -> list[str]:
+    """Metric keys the config's val evaluator(s) report after each validation."""
+    evaluators = cfg.get("val_evaluator") or []
+    evaluators = evaluators if isinstance(evaluators, list) else [evaluators]
+    keys: list[str] = []
+    for ev in evaluators:
+        kind = ev.get("type", "")
+        if kind == "CocoMetric":
+            metrics = ev.get("metric", "bbox")
+            prefix = ev.get("prefix") or "coco"
+            for m in [metrics] if isinstance(metrics, str) else metrics:
+                keys += [f"{prefix}/{m}_{s}" for s in COCO_SUFFIXES]
+        elif kind == "CityScapesMetric":
+            keys += [f"{ev.get('prefix') or 'cityscapes'}/{k}" for k in ("mAP", "AP50")]
+        elif kind == "VOCMetric":
+            keys += ["pascal_voc/mAP", "pascal_voc/AP50"]
+    return keys
+
+
+def check_metric(cfg: Config, metric: str) -> None:
+    known = expected_metrics(cfg)
+    if known and metric not in known:
+        raise UserError(f"--metric '{metric}' is not produced by this config's val_evaluator; it "
+                        f"reports {known}.")
+
+
+def check_storage(path: str) -> None:
+    if "://" in path:
+        return
+    target = Path(path)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target):
+            pass
+    except OSError as err:
+        raise UserError(f"storage path '{path}' is not writable ({err.strerror}). Pass "
+                        "--storage-path with a folder you can write (or s3://...).") from err

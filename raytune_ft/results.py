@@ -1,0 +1,188 @@
+"""Turn a finished (or interrupted) search into files a user reads: results.csv, summary.json,
+best_config.py and the best checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmengine.config import Config
+
+from raytune_ft.callbacks import read_metrics
+from raytune_ft.hparams import apply_hparams
+from raytune_ft.trainable import TRIALS_DIR, SearchJob, trial_hparams
+
+
+@dataclass
+class TrialRow:
+    """One trial's outcome, as written to results.csv."""
+
+    trial_id: str
+    order: int
+    config: dict[str, Any]
+    hparams: dict[str, Any]
+    status: str
+    reason: str
+    epochs_run: int
+    max_epochs: int
+    best_metric: float | None
+    best_epoch: int | None
+    last_metric: float | None
+    device_seconds: float
+    saved_device_seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def collect(results, job: SearchJob) -> list[TrialRow]:
+    """A row per Tune trial, read from Tune's ResultGrid and each trial's committed epochs."""
+    rows = []
+    for result in results:
+        metrics = result.metrics or {}
+        trial_id = metrics.get("trial_id") or Path(result.path).name
+        config = dict(result.config or {})
+        hparams = trial_hparams(config, job)
+        epochs = read_metrics(os.path.join(job.experiment_dir, TRIALS_DIR, f"trial_{trial_id}"))
+        values = [e[job.metric] for e in epochs if job.metric in e]
+        pick = max if job.mode == "max" else min
+        best = pick(values) if values else None
+        best_epoch = next((e["epoch"] for e in epochs if e.get(job.metric) == best), None)
+        max_epochs = int(hparams.get("max_epochs", job.recipe.get("max_epochs", 0)))
+        epochs_run = max((int(e["epoch"]) for e in epochs), default=0)
+        diverged = any(e.get("diverged") for e in epochs)
+        per_worker = max(job.resources.gpus_per_worker, job.resources.cpus_per_worker)
+        device_s = float(metrics.get("time_total_s", 0.0)) * job.resources.workers * per_worker
+        if result.error is not None:
+            status, reason = "errored", _first_line(result.error)
+        elif diverged:
+            status, reason = "diverged", "train loss became NaN/inf"
+        elif epochs_run >= max_epochs > 0:
+            status, reason = "finished", ""
+        else:
+            status, reason = "stopped", f"early-stopped by the scheduler after epoch {epochs_run}"
+        saved = 0.0
+        if status == "stopped" and epochs_run:
+            saved = device_s / epochs_run * (max_epochs - epochs_run)
+        rows.append(TrialRow(trial_id, 0, config, hparams, status, reason, epochs_run,
+                             max_epochs, best, best_epoch, values[-1] if values else None,
+                             device_s, saved,
+                             {"start": float(metrics.get("timestamp", 0) or 0)}))
+    rows.sort(key=lambda r: (r.trial_id))
+    for order, row in enumerate(sorted(rows, key=lambda r: _trial_number(r.trial_id))):
+        row.order = order
+    rows.sort(key=lambda r: r.order)
+    return rows
+
+
+def _trial_number(trial_id: str) -> tuple:
+    """Tune trial ids end in a zero-padded counter (`abc12_00003`): the creation order."""
+    tail = trial_id.rsplit("_", 1)[-1]
+    return (int(tail), trial_id) if tail.isdigit() else (1 << 30, trial_id)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    useful = [line for line in text if "Error" in line or "error" in line]
+    return (useful[-1] if useful else (text[0] if text else type(error).__name__))[:300]
+
+
+def best_row(rows: list[TrialRow], mode: str) -> TrialRow | None:
+    scored = [r for r in rows if r.best_metric is not None and r.status != "diverged"]
+    if not scored:
+        return None
+    return (max if mode == "max" else min)(scored, key=lambda r: r.best_metric)
+
+
+def write_results(rows: list[TrialRow], job: SearchJob, out_dir: Path) -> dict[str, Any]:
+    """Write results.csv, summary.json, best_config.py and best_checkpoint.pth; return summary."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    hp_keys = sorted({k for r in rows for k in r.hparams})
+    cfg_keys = sorted({k for r in rows for k in r.config})
+    with open(out_dir / "results.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["trial", "trial_id", "status", "reason", *[f"space.{k}" for k in cfg_keys],
+                         *hp_keys, f"best {job.metric}", "best_epoch", f"last {job.metric}",
+                         "epochs_run", "max_epochs", "device_seconds"])
+        for r in rows:
+            writer.writerow([r.order, r.trial_id, r.status, r.reason,
+                             *[r.config.get(k, "") for k in cfg_keys],
+                             *[json.dumps(r.hparams[k]) if k in r.hparams else "" for k in hp_keys],
+                             _fmt(r.best_metric), r.best_epoch or "", _fmt(r.last_metric),
+                             r.epochs_run, r.max_epochs, f"{r.device_seconds:.1f}"])
+    best = best_row(rows, job.mode)
+    trial0 = rows[0] if rows else None
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    summary: dict[str, Any] = {
+        "metric": job.metric, "mode": job.mode, "trials": len(rows), "by_status": counts,
+        "best_trial": best.trial_id if best else None,
+        "best_metric": best.best_metric if best else None,
+        "best_hparams": best.hparams if best else None,
+        "trial0_trial": trial0.trial_id if trial0 else None,
+        "trial0_metric": trial0.best_metric if trial0 else None,
+        "gain_over_trial0": (best.best_metric - trial0.best_metric)
+        if best and trial0 and trial0.best_metric is not None else None,
+        "total_device_seconds": sum(r.device_seconds for r in rows),
+        "device_seconds_saved_by_early_stopping": sum(r.saved_device_seconds for r in rows),
+        "device": "GPU" if job.resources.use_gpu else "CPU",
+    }
+    if best is not None:
+        summary["best_config"] = str(write_best_config(job, best, out_dir / "best_config.py"))
+        ckpt = copy_best_checkpoint(job, best, out_dir / "best_checkpoint.pth")
+        summary["best_checkpoint"] = str(ckpt) if ckpt else None
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def write_best_config(job: SearchJob, best: TrialRow, path: Path) -> Path:
+    """A complete, standalone MMDetection config with the best hyper-parameters folded in."""
+    cfg = apply_hparams(Config(job.cfg), best.hparams)
+    cfg.dump(str(path))
+    header = (f"# raytune_ft best config: trial {best.trial_id}, {job.metric}="
+              f"{best.best_metric:.4f} at epoch {best.best_epoch}\n"
+              f"# hyper-parameters: {json.dumps(best.hparams)}\n"
+              f"# retrain: python -m raytune_ft.train --config {path.name}\n")
+    path.write_text(header + path.read_text())
+    return path
+
+
+def copy_best_checkpoint(job: SearchJob, best: TrialRow, dest: Path) -> Path | None:
+    import ray.train
+
+    run_dir = os.path.join(job.experiment_dir, TRIALS_DIR, f"trial_{best.trial_id}")
+    try:
+        ckpt = ray.train.Result.from_path(run_dir).get_best_checkpoint(job.metric, job.mode)
+    except (RuntimeError, ValueError, FileNotFoundError):
+        return None
+    if ckpt is None:
+        return None
+    with ckpt.as_directory() as d:
+        shutil.copyfile(Path(d) / "checkpoint.pth", dest)
+    return dest
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def format_table(rows: list[TrialRow], metric: str) -> str:
+    """The final results table printed at the end of a search."""
+    keys = sorted({k for r in rows for k in r.hparams})
+    head = ["#", "trial", "status", *keys, f"best {metric}", "epochs"]
+    body = [[str(r.order), r.trial_id, r.status,
+             *[_short(r.hparams.get(k)) for k in keys], _fmt(r.best_metric),
+             f"{r.epochs_run}/{r.max_epochs}"] for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(head, *body)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in [head, *body]]
+    return "\n".join(lines)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return json.dumps(value) if value is not None else ""

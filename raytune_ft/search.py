@@ -1,0 +1,220 @@
+"""`python -m raytune_ft.search`: tune an MMDetection fine-tune's schedule with Ray Tune + Optuna.
+
+With no arguments it runs the embedded demo (real tree-crown images, ImageNet MobileNetV2
+weights) on a local Ray. Outputs land in <storage-path>/<name>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from raytune_ft.cli_common import (add_config_args, add_resource_args, check_cluster_fits,
+                                   check_resources, init_ray)
+from raytune_ft.errors import UserError, user_errors_exit_2
+
+TRIAL_DRIVER_CPU = 0.01  # the Tune trial only drives a Train run; its workers hold the resources
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m raytune_ft.search", description=__doc__)
+    add_config_args(p, required=False)
+    p.add_argument("--space", default=None,
+                   help="search space YAML (default search_spaces/default.yaml; demo: demo.yaml)")
+    add_resource_args(p, workers_flag="--workers-per-trial")
+    p.add_argument("--num-samples", type=int, default=None, help="trials to run (default 8)")
+    p.add_argument("--max-concurrent", type=int, default=1, help="trials running at once")
+    p.add_argument("--scheduler", choices=["asha", "fifo"], default="asha")
+    p.add_argument("--searcher", choices=["tpe", "random", "grid"], default="tpe")
+    p.add_argument("--grid-points", type=int, default=3,
+                   help="values per continuous parameter for --searcher grid")
+    p.add_argument("--grace", type=float, default=0.34,
+                   help="ASHA: first rung, as a fraction of each trial's own schedule")
+    p.add_argument("--reduction-factor", type=float, default=2.0, help="ASHA reduction factor")
+    p.add_argument("--metric", default=None, help="metric to optimise (default coco/bbox_mAP)")
+    p.add_argument("--mode", choices=["max", "min"], default="max")
+    p.add_argument("--storage-path", default="experiments",
+                   help="where experiments are written (a folder, or s3://... on a cluster)")
+    p.add_argument("--name", default=None, help="experiment name (default search_<time>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted experiment --name")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-failures", type=int, default=2,
+                   help="worker-group restarts per trial before it is marked errored")
+    p.add_argument("--num-to-keep", type=int, default=2,
+                   help="checkpoints kept per trial (the best ones by --metric)")
+    p.add_argument("--check-only", action="store_true",
+                   help="run every preflight check and exit without starting trials")
+    return p
+
+
+def prepare(args: argparse.Namespace):
+    """Everything that can fail on user input, checked before Ray starts any trial."""
+    from raytune_ft.config import config_to_dict, load_config
+    from raytune_ft.hparams import read_hparams
+    from raytune_ft.preflight import (check_coco_annotations, check_load_from, check_metric,
+                                      check_storage)
+    from raytune_ft.space import TrialShape, load_space, recipe_point, to_hparams
+    from raytune_ft.trainable import SearchJob
+    from raytune_ft.trial import TrialResources
+
+    demo = args.config is None
+    if demo:
+        from raytune_ft.demo import DEMO_CONFIG, ensure_demo
+
+        ensure_demo()
+        args.config = str(DEMO_CONFIG)
+        args.space = args.space or str(Path(__file__).resolve().parents[1] /
+                                       "search_spaces" / "demo.yaml")
+        args.workers = args.workers if args.workers > 1 else 1
+    args.space = args.space or "search_spaces/default.yaml"
+    args.metric = args.metric or "coco/bbox_mAP"
+    args.num_samples = args.num_samples or 8
+    check_resources(args.workers, args.cpus_per_worker, args.gpus_per_worker)
+    if args.num_samples < 1 or args.max_concurrent < 1:
+        raise UserError("--num-samples and --max-concurrent must be >= 1.")
+    cfg = load_config(args.config, args.cfg_options)
+    space = load_space(args.space)
+    data = check_coco_annotations(cfg, "train_dataloader")
+    check_coco_annotations(cfg, "val_dataloader")
+    check_load_from(cfg)
+    check_metric(cfg, args.metric)
+    check_storage(args.storage_path)
+    recipe = read_hparams(cfg)
+    batch = int(cfg.train_dataloader.get("batch_size", 1))
+    shape = TrialShape(total_batch=batch * args.workers,
+                       iters_per_epoch=max(1, math.ceil(data["images"] / (batch * args.workers))))
+    point = recipe_point(space, recipe, shape)
+    to_hparams(point, space, recipe, shape)  # the recipe itself must be a valid trial
+    name = args.name or time.strftime("search_%Y%m%d_%H%M%S")
+    storage = args.storage_path if "://" in args.storage_path else \
+        str(Path(args.storage_path).resolve())
+    job = SearchJob(
+        cfg=config_to_dict(cfg), space=space, recipe=recipe, shape=shape,
+        resources=TrialResources(args.workers, args.cpus_per_worker, args.gpus_per_worker,
+                                 args.placement),
+        experiment_dir=os.path.join(storage, name), metric=args.metric, mode=args.mode,
+        max_failures=args.max_failures, num_to_keep=args.num_to_keep,
+    )
+    return job, point, storage, name, data
+
+
+def build_searcher(args, job, point: dict[str, Any]):
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    if args.searcher == "tpe":
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        os.makedirs(job.experiment_dir, exist_ok=True)
+        storage = optuna.storages.RDBStorage(f"sqlite:///{job.experiment_dir}/optuna.db")
+        return OptunaSearch(metric=job.metric, mode=job.mode, points_to_evaluate=[point],
+                            sampler=optuna.samplers.TPESampler(seed=args.seed),
+                            storage=storage, study_name=os.path.basename(job.experiment_dir))
+    return BasicVariantGenerator(points_to_evaluate=[point], random_state=args.seed)
+
+
+def build_scheduler(args, job):
+    from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
+
+    if args.scheduler == "fifo":
+        return FIFOScheduler()
+    # Schedule-aware ASHA: time is `progress` = epoch / the trial's own max_epochs, so rungs sit
+    # at the same fraction of every trial's schedule (a 4-epoch trial is judged after epoch 2
+    # against a 12-epoch trial after epoch 6, both at half of their schedules).
+    return AsyncHyperBandScheduler(time_attr="progress", metric=job.metric, mode=job.mode,
+                                   max_t=1.0, grace_period=args.grace,
+                                   reduction_factor=args.reduction_factor)
+
+
+def build_tuner(args, job, point, storage: str, name: str):
+    from ray import tune
+
+    from raytune_ft.trainable import tune_trainable
+
+    trainable = tune.with_resources(tune.with_parameters(tune_trainable, job=job),
+                                    {"cpu": TRIAL_DRIVER_CPU})
+    exp_path = os.path.join(storage, name)
+    if args.resume:
+        if not tune.Tuner.can_restore(exp_path):
+            raise UserError(f"--resume: no experiment to resume at '{exp_path}'. Use the --name "
+                            "and --storage-path of the interrupted search.")
+        return tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True,
+                                  resume_errored=True)
+    if os.path.exists(os.path.join(exp_path, "tuner.pkl")):
+        raise UserError(f"experiment '{exp_path}' exists already: pass --resume to continue it "
+                        "or choose another --name.")
+    num_samples = 1 if args.searcher == "grid" else args.num_samples
+    return tune.Tuner(
+        trainable,
+        param_space=job.space.to_tune(args.searcher, args.grid_points),
+        tune_config=tune.TuneConfig(
+            search_alg=build_searcher(args, job, point),
+            scheduler=build_scheduler(args, job),
+            num_samples=num_samples,
+            max_concurrent_trials=args.max_concurrent,
+            metric=None if args.searcher == "tpe" or args.scheduler == "asha" else job.metric,
+            mode=None if args.searcher == "tpe" or args.scheduler == "asha" else job.mode,
+        ),
+        run_config=tune.RunConfig(name=name, storage_path=storage, verbose=1,
+                                  failure_config=tune.FailureConfig(max_failures=0)),
+    )
+
+
+@user_errors_exit_2
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # we log by epoch instead
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    started = time.time()
+    job, point, storage, name, data = prepare(args)
+    print(f"[raytune_ft] preflight OK in {time.time() - started:.1f}s: config {args.config}, "
+          f"space {args.space}, {data['images']} train images, trial 0 = recipe {point}",
+          flush=True)
+    cluster = init_ray(args.address)
+    check_cluster_fits(cluster, args.workers, args.cpus_per_worker, args.gpus_per_worker,
+                       trial_cpus=TRIAL_DRIVER_CPU)
+    if args.check_only:
+        print(f"[raytune_ft] check-only: all checks passed; the cluster has {cluster}.")
+        return 0
+    tuner = build_tuner(args, job, point, storage, name)
+    print(f"[raytune_ft] experiment {job.experiment_dir}: {args.num_samples} trial(s), "
+          f"{args.searcher} + {args.scheduler}, metric {job.metric} ({job.mode})", flush=True)
+    try:
+        grid = tuner.fit()
+    except KeyboardInterrupt:
+        print(f"\n[raytune_ft] interrupted; state saved. Resume with:\n  python -m "
+              f"raytune_ft.search --resume --name {name} --storage-path {args.storage_path} "
+              "(plus the same --config/--space)", file=sys.stderr)
+        return 130
+    return finish(grid, job, name, args, started)
+
+
+def finish(grid, job, name: str, args, started: float) -> int:
+    from raytune_ft.results import collect, format_table, write_results
+
+    rows = collect(grid, job)
+    summary = write_results(rows, job, Path(job.experiment_dir))
+    print("\n" + format_table(rows, job.metric))
+    print(f"\n[raytune_ft] {len(rows)} trials in {time.time() - started:.0f}s; by status "
+          f"{summary['by_status']}")
+    if summary["best_trial"]:
+        print(f"[raytune_ft] best: trial {summary['best_trial']} {job.metric}="
+              f"{summary['best_metric']:.4f} (recipe/trial 0: {summary['trial0_metric']}); "
+              f"hyper-parameters {summary['best_hparams']}")
+        print(f"[raytune_ft] best config:     {summary['best_config']}")
+        print(f"[raytune_ft] best checkpoint: {summary.get('best_checkpoint')}")
+    print(f"[raytune_ft] results:         {job.experiment_dir}/results.csv, summary.json")
+    print(f"[raytune_ft] TensorBoard:     tensorboard --logdir {job.experiment_dir}")
+    if args.resume is False and summary["by_status"].get("errored"):
+        print("[raytune_ft] some trials errored: see the reason column of results.csv")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""The Ray Tune function trainable: one Tune trial = one Ray Train run (`raytune_ft.trial`).
+
+Ray 2.60 (Train V2) no longer accepts a TorchTrainer inside `tune.Tuner`; the supported pattern
+is a function trainable that builds and fits the trainer, with `TuneReportCallback` forwarding
+rank 0's reports to Tune. The Train run is named after the Tune trial id, so a restarted or
+restored trial finds its own checkpoints and resumes from them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from mmengine.config import Config
+
+from raytune_ft.hparams import apply_hparams
+from raytune_ft.space import SearchSpace, TrialShape, to_hparams
+from raytune_ft.trial import TrialResources, TrialSpec, run_trial
+
+TRIALS_DIR = "trials"
+
+
+@dataclass(frozen=True)
+class SearchJob:
+    """What every trial of a search shares (passed with `tune.with_parameters`)."""
+
+    cfg: dict
+    space: SearchSpace
+    recipe: dict[str, Any]
+    shape: TrialShape
+    resources: TrialResources
+    experiment_dir: str
+    metric: str
+    mode: str
+    max_failures: int
+    num_to_keep: int
+
+
+def trial_hparams(config: dict[str, Any], job: SearchJob) -> dict[str, Any]:
+    """Engine hyper-parameters of a Tune sample, constraints applied."""
+    return to_hparams(config, job.space, job.recipe, job.shape)
+
+
+def tune_trainable(config: dict[str, Any], job: SearchJob) -> None:
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    trial_id = tune.get_context().get_trial_id()
+    hparams = trial_hparams(config, job)
+    cfg = apply_hparams(Config(job.cfg), hparams)
+    spec = TrialSpec(
+        name=f"trial_{trial_id}",
+        storage_path=os.path.join(job.experiment_dir, TRIALS_DIR),
+        resources=job.resources,
+        max_failures=job.max_failures,
+        num_to_keep=job.num_to_keep,
+        metric=job.metric,
+        mode=job.mode,
+    )
+    print(f"[raytune_ft] trial {trial_id}: {hparams}", flush=True)
+    run_trial(cfg, spec, callbacks=[TuneReportCallback()])

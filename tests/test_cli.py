@@ -1,0 +1,44 @@
+"""Command lines: `doctor` passes on the installed stack; bad input exits 2 with a named cause."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+def run(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_doctor_passes_on_the_installed_stack():
+    proc = run("raytune_ft.doctor")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "mmcv compiled ops load" in proc.stdout and "stack OK" in proc.stdout
+    for name in ("torch", "mmcv", "mmengine", "mmdet", "ray", "optuna"):
+        assert name in proc.stdout
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--config", "configs/nope.py"], "configs/nope.py"),
+    (["--hparams", "{lr: 1}"], "--hparams is not valid JSON"),
+    (["--hparams", '{"milestones": [40]}'], "milestone(s) [40]"),
+    (["--hparams", '{"learnrate": 0.1}'], "learnrate"),
+    (["--workers", "0"], "--workers"),
+])
+def test_train_bad_input_exits_2_naming_it(args, needle):
+    proc = run("raytune_ft.train", *args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_train_impossible_resources_exit_2_before_training(tmp_path):
+    proc = run("raytune_ft.train", "--gpus-per-worker", "1", "--work-dir", str(tmp_path),
+               timeout=300)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "0 GPU in total" in proc.stderr
