@@ -119,11 +119,17 @@ def expected_metrics(cfg: Config) -> list[str]:
     return keys
 
 
+# What raytune_ft itself reports every epoch (usable as --metric too, e.g. train_loss/min).
+ENGINE_METRICS = ("train_loss", "lr", "iter_time", "data_time", "iters_per_s")
+
+
 def check_metric(cfg: Config, metric: str) -> None:
     known = expected_metrics(cfg)
+    if metric in ENGINE_METRICS:
+        return
     if known and metric not in known:
         raise UserError(f"--metric '{metric}' is not produced by this config's val_evaluator; it "
-                        f"reports {known}.")
+                        f"reports {known} (and raytune_ft adds {list(ENGINE_METRICS)}).")
 
 
 def check_storage(path: str) -> None:

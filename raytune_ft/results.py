@@ -67,21 +67,20 @@ def collect(results, job: SearchJob) -> list[TrialRow]:
         saved = 0.0
         if status == "stopped" and epochs_run:
             saved = device_s / epochs_run * (max_epochs - epochs_run)
-        rows.append(TrialRow(trial_id, 0, config, hparams, status, reason, epochs_run,
-                             max_epochs, best, best_epoch, values[-1] if values else None,
-                             device_s, saved,
-                             {"start": float(metrics.get("timestamp", 0) or 0)}))
-    rows.sort(key=lambda r: (r.trial_id))
-    for order, row in enumerate(sorted(rows, key=lambda r: _trial_number(r.trial_id))):
-        row.order = order
+        rows.append(TrialRow(trial_id, _creation_number(result.path, trial_id), config,
+                             hparams, status, reason, epochs_run, max_epochs, best, best_epoch,
+                             values[-1] if values else None, device_s, saved))
     rows.sort(key=lambda r: r.order)
+    for order, row in enumerate(rows):  # 0 = the first trial created: the config's recipe
+        row.order = order
     return rows
 
 
-def _trial_number(trial_id: str) -> tuple:
-    """Tune trial ids end in a zero-padded counter (`abc12_00003`): the creation order."""
-    tail = trial_id.rsplit("_", 1)[-1]
-    return (int(tail), trial_id) if tail.isdigit() else (1 << 30, trial_id)
+def _creation_number(path: str, trial_id: str) -> int:
+    """Tune names trial folders `<trainable>_<id>_<n>_<params>`: n is the creation order."""
+    tail = Path(path).name.split(f"_{trial_id}_", 1)[-1]
+    head = tail.split("_", 1)[0]
+    return int(head) if head.isdigit() else 1 << 30
 
 
 def _first_line(error: BaseException) -> str:
@@ -136,7 +135,29 @@ def write_results(rows: list[TrialRow], job: SearchJob, out_dir: Path) -> dict[s
         ckpt = copy_best_checkpoint(job, best, out_dir / "best_checkpoint.pth")
         summary["best_checkpoint"] = str(ckpt) if ckpt else None
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_hparams(rows, job)
     return summary
+
+
+def write_hparams(rows: list[TrialRow], job: SearchJob) -> None:
+    """TensorBoard HParams: each trial's hyper-parameters with its best metric, written into the
+    trial's own TensorBoard run so the HParams tab lines them up with its curves."""
+    from tensorboardX import SummaryWriter
+    from tensorboardX.summary import hparams
+
+    tag = f"hparams/best_{job.metric}"
+    for r in rows:
+        if r.best_metric is None:
+            continue
+        values = {k: (v if isinstance(v, (int, float, str, bool)) else json.dumps(v))
+                  for k, v in r.hparams.items()}
+        values["status"] = r.status
+        writer = SummaryWriter(os.path.join(job.experiment_dir, TRIALS_DIR, f"trial_{r.trial_id}",
+                                            "tensorboard"))
+        for summary in hparams(values, {tag: r.best_metric}):
+            writer.file_writer.add_summary(summary)
+        writer.add_scalar(tag, r.best_metric, global_step=r.best_epoch or 0)
+        writer.close()
 
 
 def write_best_config(job: SearchJob, best: TrialRow, path: Path) -> Path:

@@ -7,6 +7,7 @@ weights) on a local Ray. Outputs land in <storage-path>/<name>/.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker-group restarts per trial before it is marked errored")
     p.add_argument("--num-to-keep", type=int, default=2,
                    help="checkpoints kept per trial (the best ones by --metric)")
+    p.add_argument("--points", default=None,
+                   help="JSON list of extra points (in the space's terms) evaluated right after "
+                        "the recipe, e.g. '[{\"lr\": 0.001}]'; unset keys take the recipe's")
     p.add_argument("--check-only", action="store_true",
                    help="run every preflight check and exit without starting trials")
     return p
@@ -89,8 +93,10 @@ def prepare(args: argparse.Namespace):
     batch = int(cfg.train_dataloader.get("batch_size", 1))
     shape = TrialShape(total_batch=batch * args.workers,
                        iters_per_epoch=max(1, math.ceil(data["images"] / (batch * args.workers))))
-    point = recipe_point(space, recipe, shape)
-    to_hparams(point, space, recipe, shape)  # the recipe itself must be a valid trial
+    points = [recipe_point(space, recipe, shape)]
+    points += [{**points[0], **extra} for extra in parse_points(args.points, space)]
+    for point in points:
+        to_hparams(point, space, recipe, shape)  # every fixed point must be a valid trial
     name = args.name or time.strftime("search_%Y%m%d_%H%M%S")
     storage = args.storage_path if "://" in args.storage_path else \
         str(Path(args.storage_path).resolve())
@@ -101,10 +107,27 @@ def prepare(args: argparse.Namespace):
         experiment_dir=os.path.join(storage, name), metric=args.metric, mode=args.mode,
         max_failures=args.max_failures, num_to_keep=args.num_to_keep,
     )
-    return job, point, storage, name, data
+    return job, points, storage, name, data
 
 
-def build_searcher(args, job, point: dict[str, Any]):
+def parse_points(text: str | None, space) -> list[dict[str, Any]]:
+    if not text:
+        return []
+    try:
+        points = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"--points is not valid JSON ({err.msg}): {text!r}.") from err
+    if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
+        raise UserError("--points must be a JSON list of objects, e.g. '[{\"lr\": 0.001}]'.")
+    for point in points:
+        unknown = sorted(set(point) - set(space.params))
+        if unknown:
+            raise UserError(f"--points names {unknown}, which the search space "
+                            f"'{space.source}' does not search ({sorted(space.params)}).")
+    return points
+
+
+def build_searcher(args, job, points: list[dict[str, Any]]):
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     if args.searcher == "tpe":
@@ -113,10 +136,10 @@ def build_searcher(args, job, point: dict[str, Any]):
 
         os.makedirs(job.experiment_dir, exist_ok=True)
         storage = optuna.storages.RDBStorage(f"sqlite:///{job.experiment_dir}/optuna.db")
-        return OptunaSearch(metric=job.metric, mode=job.mode, points_to_evaluate=[point],
+        return OptunaSearch(metric=job.metric, mode=job.mode, points_to_evaluate=points,
                             sampler=optuna.samplers.TPESampler(seed=args.seed),
                             storage=storage, study_name=os.path.basename(job.experiment_dir))
-    return BasicVariantGenerator(points_to_evaluate=[point], random_state=args.seed)
+    return BasicVariantGenerator(points_to_evaluate=points, random_state=args.seed)
 
 
 def build_scheduler(args, job):
@@ -132,8 +155,9 @@ def build_scheduler(args, job):
                                    reduction_factor=args.reduction_factor)
 
 
-def build_tuner(args, job, point, storage: str, name: str):
+def build_tuner(args, job, points, storage: str, name: str):
     from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from raytune_ft.trainable import tune_trainable
 
@@ -154,27 +178,31 @@ def build_tuner(args, job, point, storage: str, name: str):
         trainable,
         param_space=job.space.to_tune(args.searcher, args.grid_points),
         tune_config=tune.TuneConfig(
-            search_alg=build_searcher(args, job, point),
+            search_alg=build_searcher(args, job, points),
             scheduler=build_scheduler(args, job),
             num_samples=num_samples,
             max_concurrent_trials=args.max_concurrent,
             metric=None if args.searcher == "tpe" or args.scheduler == "asha" else job.metric,
             mode=None if args.searcher == "tpe" or args.scheduler == "asha" else job.mode,
         ),
-        run_config=tune.RunConfig(name=name, storage_path=storage, verbose=1,
-                                  failure_config=tune.FailureConfig(max_failures=0)),
+        run_config=tune.RunConfig(
+            name=name, storage_path=storage, verbose=1,
+            failure_config=tune.FailureConfig(max_failures=0),
+            # result.json/progress.csv for restore and analysis; TensorBoard is written per
+            # epoch by raytune_ft itself (Tune's would key it by training_iteration).
+            callbacks=[JsonLoggerCallback(), CSVLoggerCallback()]),
     )
 
 
 @user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # we log by epoch instead
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # see build_tuner
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     started = time.time()
-    job, point, storage, name, data = prepare(args)
+    job, points, storage, name, data = prepare(args)
     print(f"[raytune_ft] preflight OK in {time.time() - started:.1f}s: config {args.config}, "
-          f"space {args.space}, {data['images']} train images, trial 0 = recipe {point}",
+          f"space {args.space}, {data['images']} train images, trial 0 = recipe {points[0]}",
           flush=True)
     cluster = init_ray(args.address)
     check_cluster_fits(cluster, args.workers, args.cpus_per_worker, args.gpus_per_worker,
@@ -182,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_only:
         print(f"[raytune_ft] check-only: all checks passed; the cluster has {cluster}.")
         return 0
-    tuner = build_tuner(args, job, point, storage, name)
+    tuner = build_tuner(args, job, points, storage, name)
     print(f"[raytune_ft] experiment {job.experiment_dir}: {args.num_samples} trial(s), "
           f"{args.searcher} + {args.scheduler}, metric {job.metric} ({job.mode})", flush=True)
     try:

@@ -6,7 +6,6 @@ Also how a search's exported `best_config.py` is retrained.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default work_dirs/<config name>)")
     parser.add_argument("--name", default=None,
                         help="run name; re-running with the same name resumes it")
+    parser.add_argument("--metric", default="coco/bbox_mAP",
+                        help="metric shown per epoch and used to keep the best checkpoints")
     parser.add_argument("--max-failures", type=int, default=2,
                         help="worker-group restarts before the run fails (default 2)")
     return parser
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 @user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from raytune_ft.callbacks import read_metrics
     from raytune_ft.config import load_config
     from raytune_ft.trial import TrialResources, TrialSpec, run_trial
 
@@ -49,19 +51,31 @@ def main(argv: list[str] | None = None) -> int:
         name=name, storage_path=str(work_dir),
         resources=TrialResources(args.workers, args.cpus_per_worker, args.gpus_per_worker,
                                  args.placement),
-        max_failures=args.max_failures,
+        max_failures=args.max_failures, metric=args.metric,
     )
     cluster = init_ray(args.address)
     check_cluster_fits(cluster, args.workers, args.cpus_per_worker, args.gpus_per_worker)
     print(f"[raytune_ft] training {config} with {args.workers} worker(s); run folder "
           f"{spec.run_dir}", flush=True)
+    started = time.time()
     result = run_trial(cfg, spec)
-    metrics = {k: v for k, v in (result.metrics or {}).items()
-               if isinstance(v, (int, float, str))}
-    print("[raytune_ft] final metrics: " + json.dumps(metrics, indent=1, sort_keys=True))
+    epochs = read_metrics(spec.record_dir())
+    print(format_epochs(epochs, metric=args.metric))
+    print(f"[raytune_ft] {len(epochs)} epoch(s) in {time.time() - started:.0f}s; metrics: "
+          f"{spec.record_dir()}/metrics.jsonl; TensorBoard: tensorboard --logdir {spec.run_dir}")
     if result.checkpoint is not None:
-        print(f"[raytune_ft] last checkpoint: {result.checkpoint.path}")
+        print(f"[raytune_ft] last checkpoint: {result.checkpoint.path}/checkpoint.pth")
     return 0
+
+
+def format_epochs(epochs: list[dict], metric: str) -> str:
+    """One line per committed epoch: the metric, train loss, lr and speed."""
+    lines = [f"{'epoch':>5}  {metric:>14}  {'train_loss':>10}  {'lr':>9}  {'it/s':>6}"]
+    for e in epochs:
+        lines.append(f"{e['epoch']:>5}  {e.get(metric, float('nan')):>14.4f}  "
+                     f"{e.get('train_loss', float('nan')):>10.4f}  {e.get('lr', 0):>9.2e}  "
+                     f"{e.get('iters_per_s', 0):>6.2f}")
+    return "\n".join(lines)
 
 
 def _default_config() -> str:

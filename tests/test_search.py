@@ -1,0 +1,111 @@
+"""End-to-end searches on the tiny config: outputs agree, ASHA stops a bad trial, divergence is
+recorded with a finite value, TensorBoard files hold per-epoch curves and HParams."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from mmengine.config import Config
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from conftest import write_tiny_config
+from raytune_ft.hparams import find_scheduler
+from raytune_ft.search import main as search_main
+
+SPACE = """
+params:
+  lr:         {type: loguniform, low: 1.0e-7, high: 20.0}
+  max_epochs: {type: choice, values: [2, 3]}
+  step_frac:  {type: uniform, low: 0.5, high: 0.9}
+"""
+
+
+@pytest.fixture()
+def tiny_search(tmp_path, tiny_data, tiny_pretrained):
+    cfg = write_tiny_config(tmp_path / "tiny.py", tiny_data, str(tiny_pretrained), max_epochs=3)
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    return cfg, space, tmp_path / "exp"
+
+
+def read_rows(exp: Path) -> list[dict]:
+    with open(exp / "results.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_search_outputs_agree_and_best_config_retrains(ray_session, tiny_search):
+    cfg, space, storage = tiny_search
+    rc = search_main(["--config", str(cfg), "--space", str(space), "--num-samples", "3",
+                      "--storage-path", str(storage), "--name", "s3", "--scheduler", "fifo",
+                      "--seed", "1"])
+    assert rc == 0
+    exp = storage / "s3"
+    rows = read_rows(exp)
+    summary = json.loads((exp / "summary.json").read_text())
+    assert len(rows) == 3 and summary["trials"] == 3
+    assert summary["by_status"] == {"finished": 3}
+    # trial 0 is the config's own recipe: lr 0.01, 3 epochs, step at epoch 2
+    trial0 = rows[0]
+    assert trial0["trial"] == "0" and trial0["trial_id"] == summary["trial0_trial"]
+    assert float(trial0["lr"]) == pytest.approx(0.01)
+    assert trial0["max_epochs"] == "3" and json.loads(trial0["milestones"]) == [2]
+    # summary's best is the best row of results.csv
+    best = max(rows, key=lambda r: float(r["best coco/bbox_mAP"]))
+    assert float(best["best coco/bbox_mAP"]) == pytest.approx(summary["best_metric"], abs=1e-4)
+    assert summary["gain_over_trial0"] == pytest.approx(
+        summary["best_metric"] - summary["trial0_metric"])
+    for r in rows:
+        assert int(r["epochs_run"]) == int(r["max_epochs"]) and float(r["device_seconds"]) > 0
+    # best_config.py is standalone and holds the best values
+    best_cfg = Config.fromfile(str(exp / "best_config.py"))
+    hp = summary["best_hparams"]
+    assert best_cfg.optim_wrapper.optimizer.lr == pytest.approx(hp["lr"])
+    assert best_cfg.train_cfg.max_epochs == hp["max_epochs"]
+    assert find_scheduler(best_cfg, "MultiStepLR").milestones == hp["milestones"]
+    assert "_base_" not in (exp / "best_config.py").read_text()
+    assert (exp / "best_checkpoint.pth").stat().st_size > 0
+    # the Optuna study is persisted and readable with Optuna's own tools
+    study = optuna.load_study(study_name="s3", storage=f"sqlite:///{exp}/optuna.db")
+    assert len(study.trials) == 3
+    # TensorBoard: per-trial curves keyed by epoch, and the HParams summary
+    tb_dir = exp / "trials" / f"trial_{trial0['trial_id']}" / "tensorboard"
+    acc = EventAccumulator(str(tb_dir), size_guidance={"tensors": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("coco/bbox_mAP")] == [1, 2, 3]
+    assert [e.step for e in acc.Scalars("train/train_loss")] == [1, 2, 3]
+    assert [e.step for e in acc.Scalars("train/lr")] == [1, 2, 3]
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["lr"].number_value == pytest.approx(0.01)
+    assert start.hparams["milestones"].string_value == "[2]"
+    assert [e.step for e in acc.Scalars("hparams/best_coco/bbox_mAP")]
+
+
+def test_asha_stops_a_bad_trial_and_divergence_gets_a_finite_value(ray_session, tiny_search):
+    cfg, space, storage = tiny_search
+    points = json.dumps([{"lr": 1e-7}, {"lr": 20.0}])
+    rc = search_main(["--config", str(cfg), "--space", str(space), "--num-samples", "3",
+                      "--storage-path", str(storage), "--name", "asha", "--points", points,
+                      "--metric", "train_loss", "--mode", "min", "--grace", "0.3",
+                      "--reduction-factor", "2", "--max-failures", "0"])
+    assert rc == 0
+    exp = storage / "asha"
+    rows = read_rows(exp)
+    assert [float(r["lr"]) for r in rows] == pytest.approx([0.01, 1e-7, 20.0])
+    good, slow, diverged = rows
+    assert good["status"] == "finished"
+    assert slow["status"] == "stopped" and int(slow["epochs_run"]) < int(slow["max_epochs"])
+    assert diverged["status"] == "diverged" and int(diverged["epochs_run"]) < 3
+    summary = json.loads((exp / "summary.json").read_text())
+    assert summary["best_trial"] == good["trial_id"]
+    assert summary["device_seconds_saved_by_early_stopping"] > 0
+    # Optuna got finite values for every trial, the diverged one the worst
+    study = optuna.load_study(study_name="asha", storage=f"sqlite:///{exp}/optuna.db")
+    values = [t.value for t in study.trials]
+    assert all(v is not None and v == v for v in values), values
+    assert max(values) == pytest.approx(1.0e9)
