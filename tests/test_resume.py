@@ -1,0 +1,93 @@
+"""A search whose process is SIGKILLed mid-run is finished by `--resume`: every trial once,
+finished trials not re-run, the interrupted one continued from its checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+
+from conftest import REPO, write_tiny_config
+from raytune_ft.callbacks import read_metrics
+
+SPACE = """
+params:
+  lr:         {type: loguniform, low: 1.0e-3, high: 2.0e-2}
+  max_epochs: {type: choice, values: [3]}
+"""
+
+
+def search_cmd(cfg: Path, space: Path, storage: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "raytune_ft.search", "--config", str(cfg), "--space",
+            str(space), "--num-samples", "3", "--storage-path", str(storage), "--name", "r",
+            "--scheduler", "fifo", *extra]
+
+
+def finished_trials(trials_dir: Path) -> list[Path]:
+    return [d for d in trials_dir.glob("trial_*")
+            if any(m["epoch"] == 3 for m in read_metrics(str(d)))]
+
+
+def wait_until_group_gone(pgid: int, timeout: float = 30) -> None:
+    """The driver and every Ray process it started (same process group) are dead."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    raise AssertionError("processes of the killed search survived")
+
+
+def test_killed_search_resumes(tmp_path, tiny_data, tiny_pretrained):
+    cfg = write_tiny_config(tmp_path / "tiny.py", tiny_data, str(tiny_pretrained), max_epochs=3)
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    storage = tmp_path / "exp"
+    trials_dir = storage / "r" / "trials"
+    log = open(tmp_path / "first.log", "w")
+    proc = subprocess.Popen(search_cmd(cfg, space, storage), cwd=REPO, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 400
+    # kill once the first trial has finished and the second has committed an epoch
+    while time.time() < deadline and proc.poll() is None:
+        done = finished_trials(trials_dir)
+        running = [d for d in trials_dir.glob("trial_*") if d not in done and read_metrics(str(d))]
+        if done and running:
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    wait_until_group_gone(proc.pid)
+    done_before = {d.name: read_metrics(str(d)) for d in finished_trials(trials_dir)}
+    interrupted = running[0].name
+    epochs_before = [m["epoch"] for m in read_metrics(str(running[0]))]
+    assert epochs_before and epochs_before[-1] < 3
+
+    resumed = subprocess.run(search_cmd(cfg, space, storage, "--resume"), cwd=REPO,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    with open(storage / "r" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    ids = [r["trial_id"] for r in rows]
+    assert len(ids) == 3 and len(set(ids)) == 3, ids
+    assert all(r["status"] == "finished" for r in rows), rows
+    for name, metrics in done_before.items():  # finished trials were not re-run
+        assert read_metrics(str(trials_dir / name)) == metrics
+    after = read_metrics(str(trials_dir / interrupted))
+    assert [m["epoch"] for m in after] == [1, 2, 3]  # no epoch lost or repeated
+    continued = after[len(epochs_before):]
+    assert continued and all(m["resumed"] == 1 for m in continued), after
+    summary = json.loads((storage / "r" / "summary.json").read_text())
+    assert summary["trials"] == 3
+    study = optuna.load_study(study_name="r", storage=f"sqlite:///{storage}/r/optuna.db")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3  # the study was continued
