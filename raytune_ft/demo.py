@@ -22,8 +22,8 @@ from raytune_ft.errors import UserError
 DEMO_ROOT = Path(__file__).resolve().parents[1] / "data" / "demo"
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo" / "faster_rcnn_mnv2_trees.py"
 CLASSES = ("tree",)
-DEMO_IMAGES = ("OSBS_029", "SOAP_061", "2019_YELL_2_541000_4977000_image_crop")
-ALL_IMAGES = DEMO_IMAGES + ("2019_YELL_2_528000_4978000_image_crop2",)
+DEMO_IMAGES = ("OSBS_029", "SOAP_061", "2019_YELL_2_541000_4977000_image_crop",
+               "2019_YELL_2_528000_4978000_image_crop2")
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,9 @@ class RayTrainReportHook(Hook):
         self._t_iter_start = 0.0
         self._nonfinite_loss = False
 
+    def before_train(self, runner) -> None:
+        self.start_info["train_started_at"] = time.time()  # wall clock: start-up cost of Ray
+
     def before_train_epoch(self, runner) -> None:
         self._reset()
         self._t_iter_end = time.perf_counter()
@@ -163,8 +166,11 @@ class RayTrainReportHook(Hook):
     def _audit(self, runner, epoch: int) -> None:
         rank_dir = Path(runner.work_dir) / "ranks"
         rank_dir.mkdir(parents=True, exist_ok=True)
+        import ray
+
         line = {"epoch": epoch, "rank": get_rank(), "samples": self._sample_ids,
-                "param_digest": param_digest(runner.model), **self.start_info}
+                "param_digest": param_digest(runner.model),
+                "node_id": ray.get_runtime_context().get_node_id(), **self.start_info}
         with open(rank_dir / f"rank{get_rank()}.jsonl", "a") as f:
             f.write(json.dumps(line, default=str) + "\n")
 

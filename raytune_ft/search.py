@@ -155,14 +155,22 @@ def build_scheduler(args, job):
                                    reduction_factor=args.reduction_factor)
 
 
-def build_tuner(args, job, points, storage: str, name: str):
+def trial_driver_resources(nodes: list[dict[str, float]]) -> dict[str, float]:
+    """What a Tune trial (the driver of one Train run) reserves. On a cluster that offers the
+    `trial_driver` resource (cluster.yaml puts it on the CPU head) trials stay off GPU nodes."""
+    if any(n.get("trial_driver") for n in nodes):
+        return {"cpu": 0, "trial_driver": 1}
+    return {"cpu": TRIAL_DRIVER_CPU}
+
+
+def build_tuner(args, job, points, storage: str, name: str, nodes: list[dict[str, float]]):
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from raytune_ft.trainable import tune_trainable
 
     trainable = tune.with_resources(tune.with_parameters(tune_trainable, job=job),
-                                    {"cpu": TRIAL_DRIVER_CPU})
+                                    trial_driver_resources(nodes))
     exp_path = os.path.join(storage, name)
     if args.resume:
         if not tune.Tuner.can_restore(exp_path):
@@ -204,13 +212,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[raytune_ft] preflight OK in {time.time() - started:.1f}s: config {args.config}, "
           f"space {args.space}, {data['images']} train images, trial 0 = recipe {points[0]}",
           flush=True)
-    cluster = init_ray(args.address)
-    check_cluster_fits(cluster, args.workers, args.cpus_per_worker, args.gpus_per_worker,
-                       trial_cpus=TRIAL_DRIVER_CPU)
+    nodes = init_ray(args.address)
+    check_cluster_fits(nodes, args.workers, args.cpus_per_worker, args.gpus_per_worker,
+                       args.placement, trial_cpus=trial_driver_resources(nodes)["cpu"])
     if args.check_only:
-        print(f"[raytune_ft] check-only: all checks passed; the cluster has {cluster}.")
+        print(f"[raytune_ft] check-only: all checks passed in {time.time() - started:.1f}s "
+              f"({len(nodes)} Ray node(s)); no trial was started.")
         return 0
-    tuner = build_tuner(args, job, points, storage, name)
+    tuner = build_tuner(args, job, points, storage, name, nodes)
     print(f"[raytune_ft] experiment {job.experiment_dir}: {args.num_samples} trial(s), "
           f"{args.searcher} + {args.scheduler}, metric {job.metric} ({job.mode})", flush=True)
     try:

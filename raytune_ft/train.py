@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         max_failures=args.max_failures, metric=args.metric,
     )
     cluster = init_ray(args.address)
-    check_cluster_fits(cluster, args.workers, args.cpus_per_worker, args.gpus_per_worker)
+    check_cluster_fits(cluster, args.workers, args.cpus_per_worker, args.gpus_per_worker,
+                       args.placement)
     print(f"[raytune_ft] training {config} with {args.workers} worker(s); run folder "
           f"{spec.run_dir}", flush=True)
     started = time.time()

@@ -97,6 +97,8 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
 
     import raytune_ft.hooks  # noqa: F401  (registers the hooks)
 
+    # Ray Train logs every report and checkpoint at INFO; mmengine's own progress lines suffice.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     ctx = ray.train.get_context()
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
     use_gpu = bool(job.get("use_gpu")) and torch.cuda.is_available()

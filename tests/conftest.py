@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -92,13 +91,15 @@ def tiny_pretrained(tmp_path_factory, tiny_data) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def ray_session():
-    """One local Ray for the whole test session (starting Ray costs seconds and ~1 GB)."""
+@pytest.fixture()
+def ray_session(request):
+    """One local Ray shared by the tests (starting Ray costs seconds and ~1 GB); started on
+    first use, again only if a test (the multi-node one) shut it down."""
     import ray
 
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    from raytune_ft.cli_common import init_ray
+
     if not ray.is_initialized():
-        ray.init(num_cpus=2, logging_level="WARNING", include_dashboard=True)
-    yield ray
-    ray.shutdown()
+        init_ray(None)
+        request.session.addfinalizer(ray.shutdown)
+    return ray

@@ -34,7 +34,7 @@ def test_two_workers_two_epochs_report_and_checkpoint(ray_session, tiny_data, ti
     assert all(0.0 <= r["coco/bbox_mAP"] <= 1.0 for r in reports)
     assert all(r["resumed"] == 0 and r["init_from"] == str(tiny_pretrained) for r in reports)
     assert len(result.best_checkpoints) == 2
-    for checkpoint, metrics in result.best_checkpoints:
+    for checkpoint, _ in result.best_checkpoints:
         assert (Path(checkpoint.path) / "checkpoint.pth").stat().st_size > 0
     assert sorted(m["epoch"] for _, m in result.best_checkpoints) == [1, 2]
 

@@ -1,0 +1,122 @@
+"""Overhead of running a fine-tune through raytune_ft (Ray Train, 1 worker) against plain mmengine.
+
+Both run the same config (the demo's Faster R-CNN on the demo tiles) with the same threads, side
+by side in one process, alternating A/B/A/B to cancel drift. Prints iterations/s of each once
+warm (first epoch excluded), their ratio, and the fixed start-up seconds of each path.
+
+    .venv/bin/python bench/overhead.py [--epochs 3] [--repeats 2] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from mmengine.hooks import Hook  # noqa: E402
+from mmengine.registry import HOOKS  # noqa: E402
+
+
+@HOOKS.register_module()
+class BenchIterTimer(Hook):
+    """Times iterations the same way RayTrainReportHook does (before -> after train_iter)."""
+
+    def __init__(self) -> None:
+        self.epochs: list[tuple[int, float]] = []
+        self.first_iter_at: float | None = None
+
+    def before_train_epoch(self, runner) -> None:
+        self._n, self._s = 0, 0.0
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        self._t = time.perf_counter()
+        if self.first_iter_at is None:
+            self.first_iter_at = time.time()
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        self._n += 1
+        self._s += time.perf_counter() - self._t
+
+    def after_train_epoch(self, runner) -> None:
+        self.epochs.append((self._n, self._s))
+
+
+def demo_cfg(epochs: int):
+    from raytune_ft.config import load_config
+    from raytune_ft.demo import DEMO_CONFIG, ensure_demo
+
+    ensure_demo()
+    return load_config(DEMO_CONFIG, hparams={"max_epochs": epochs,
+                                             "milestones": [max(1, epochs - 1)]})
+
+
+def plain(epochs: int, threads: int) -> tuple[float, float]:
+    import torch
+    from mmengine.runner import Runner
+
+    torch.set_num_threads(threads)
+    cfg = demo_cfg(epochs)
+    cfg.work_dir = tempfile.mkdtemp(prefix="bench_plain_")
+    cfg.custom_hooks = [dict(type="BenchIterTimer")]
+    t0 = time.time()
+    runner = Runner.from_cfg(cfg)
+    timer = next(h for h in runner.hooks if isinstance(h, BenchIterTimer))
+    runner.train()
+    warm = timer.epochs[1:]
+    return sum(n for n, _ in warm) / sum(s for _, s in warm), timer.first_iter_at - t0
+
+
+def through_ray(epochs: int, threads: int) -> tuple[float, float]:
+    from raytune_ft.callbacks import read_metrics
+    from raytune_ft.trial import TrialResources, TrialSpec, run_trial
+
+    cfg = demo_cfg(epochs)
+    spec = TrialSpec(name=f"bench_{time.time_ns()}", storage_path=tempfile.mkdtemp(),
+                     resources=TrialResources(workers=1, cpus_per_worker=threads))
+    t0 = time.time()
+    run_trial(cfg, spec)
+    reports = read_metrics(spec.record_dir())[1:]
+    iters = [r["iters_per_s"] for r in reports]
+    # iters_per_s is per epoch; weight by equal epoch lengths (same data every epoch)
+    startup = read_metrics(spec.record_dir())[0]["train_started_at"] - t0
+    return statistics.fmean(iters), startup
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = ap.parse_args()
+    from raytune_ft.cli_common import init_ray
+
+    init_ray(None)  # the same local Ray the train and search commands start
+    rows = []
+    for rep in range(args.repeats):
+        p_ips, p_start = plain(args.epochs, args.threads)
+        r_ips, r_start = through_ray(args.epochs, args.threads)
+        rows.append((p_ips, r_ips, p_start, r_start))
+        print(f"repeat {rep + 1}: plain {p_ips:.3f} it/s, ray {r_ips:.3f} it/s, "
+              f"ratio {r_ips / p_ips:.3f}; start-up plain {p_start:.1f}s, ray {r_start:.1f}s",
+              flush=True)
+    p = statistics.fmean(r[0] for r in rows)
+    r = statistics.fmean(r[1] for r in rows)
+    print(f"\nwarm iterations/s (epochs 2..{args.epochs}, {args.threads} threads, "
+          f"{args.repeats} A/B repeats):")
+    print(f"  plain mmengine Runner.train(): {p:.3f} it/s")
+    print(f"  raytune_ft (Ray Train, 1 worker): {r:.3f} it/s")
+    print(f"  ratio raytune_ft / plain: {r / p:.3f}   (target >= 0.97)")
+    print(f"  start-up to first iteration: plain {statistics.fmean(x[2] for x in rows):.1f}s, "
+          f"raytune_ft {statistics.fmean(x[3] for x in rows):.1f}s "
+          f"(+{statistics.fmean(x[3] - x[2] for x in rows):.1f}s fixed cost of the Ray path)")
+
+
+if __name__ == "__main__":
+    main()
