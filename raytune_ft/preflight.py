@@ -143,3 +143,47 @@ def check_storage(path: str) -> None:
     except OSError as err:
         raise UserError(f"storage path '{path}' is not writable ({err.strerror}). Pass "
                         "--storage-path with a folder you can write (or s3://...).") from err
+
+
+def check_points_apply(cfg: Config, hparams_list: list[dict[str, Any]]) -> None:
+    """Every fixed point (the recipe, --points) can be written into the config."""
+    import copy
+
+    from raytune_ft.hparams import apply_hparams
+
+    for hparams in hparams_list:
+        apply_hparams(copy.deepcopy(cfg), hparams)
+
+
+def smoke(cfg: Config) -> float:
+    """One real training iteration and one validation batch, in this process, on a copy of the
+    config: catches shape, pipeline and checkpoint errors in seconds. Returns the seconds taken."""
+    import copy
+    import time
+
+    from mmengine.runner import Runner
+
+    from raytune_ft.checkpoints import allow_mmengine_checkpoints
+
+    started = time.time()
+    cfg = copy.deepcopy(cfg)
+    for split in ("train_dataloader", "val_dataloader"):
+        ds = cfg[split]["dataset"]
+        while "dataset" in ds and "ann_file" not in ds:
+            ds = ds["dataset"]
+        ds["indices"] = int(cfg[split].get("batch_size", 1))  # one batch
+    cfg.train_cfg.max_epochs = 1
+    cfg.train_cfg.val_interval = 1
+    cfg.param_scheduler = []
+    cfg.default_hooks.checkpoint = dict(type="CheckpointHook", interval=1, save_last=False,
+                                        save_optimizer=False, max_keep_ckpts=1)
+    cfg.work_dir = tempfile.mkdtemp(prefix="raytune_ft_smoke_")
+    cfg.launcher = "none"
+    cfg.resume = False
+    allow_mmengine_checkpoints()
+    try:
+        Runner.from_cfg(cfg).train()
+    except Exception as err:  # noqa: BLE001 - any failure of the real model is the finding
+        raise UserError(f"--smoke: one training iteration + one validation batch of the config "
+                        f"failed: {type(err).__name__}: {err}") from err
+    return time.time() - started

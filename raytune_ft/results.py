@@ -38,12 +38,15 @@ class TrialRow:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def collect(results, job: SearchJob) -> list[TrialRow]:
-    """A row per Tune trial, read from Tune's ResultGrid and each trial's committed epochs."""
+def collect(results, job: SearchJob, statuses: dict[str, str] | None = None) -> list[TrialRow]:
+    """A row per Tune trial, read from Tune's ResultGrid and each trial's committed epochs.
+
+    `statuses` (Tune's trial status by id) tells an interrupted trial from an early-stopped one.
+    """
     rows = []
     for result in results:
         metrics = result.metrics or {}
-        trial_id = metrics.get("trial_id") or Path(result.path).name
+        trial_id = metrics.get("trial_id") or _trial_id_from_path(result.path, statuses or {})
         config = dict(result.config or {})
         hparams = trial_hparams(config, job)
         epochs = read_metrics(os.path.join(job.experiment_dir, TRIALS_DIR, f"trial_{trial_id}"))
@@ -62,6 +65,8 @@ def collect(results, job: SearchJob) -> list[TrialRow]:
             status, reason = "diverged", "train loss became NaN/inf"
         elif epochs_run >= max_epochs > 0:
             status, reason = "finished", ""
+        elif (statuses or {}).get(trial_id, "TERMINATED") != "TERMINATED":
+            status, reason = "unfinished", f"interrupted after epoch {epochs_run}; --resume continues"
         else:
             status, reason = "stopped", f"early-stopped by the scheduler after epoch {epochs_run}"
         saved = 0.0
@@ -74,6 +79,12 @@ def collect(results, job: SearchJob) -> list[TrialRow]:
     for order, row in enumerate(rows):  # 0 = the first trial created: the config's recipe
         row.order = order
     return rows
+
+
+def _trial_id_from_path(path: str, known: dict[str, str]) -> str:
+    """A trial that reported nothing yet has no metrics: take its id from its folder name."""
+    name = Path(path).name
+    return next((t for t in known if f"_{t}_" in name), name)
 
 
 def _creation_number(path: str, trial_id: str) -> int:

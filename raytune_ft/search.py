@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--points", default=None,
                    help="JSON list of extra points (in the space's terms) evaluated right after "
                         "the recipe, e.g. '[{\"lr\": 0.001}]'; unset keys take the recipe's")
+    p.add_argument("--smoke", action="store_true",
+                   help="preflight also runs one real training iteration and one validation "
+                        "batch in this process (seconds) before any trial starts")
     p.add_argument("--check-only", action="store_true",
                    help="run every preflight check and exit without starting trials")
     return p
@@ -62,7 +65,7 @@ def prepare(args: argparse.Namespace):
     from raytune_ft.config import config_to_dict, load_config
     from raytune_ft.hparams import read_hparams
     from raytune_ft.preflight import (check_coco_annotations, check_load_from, check_metric,
-                                      check_storage)
+                                      check_points_apply, check_storage, smoke)
     from raytune_ft.space import TrialShape, load_space, recipe_point, to_hparams
     from raytune_ft.trainable import SearchJob
     from raytune_ft.trial import TrialResources
@@ -95,8 +98,9 @@ def prepare(args: argparse.Namespace):
                        iters_per_epoch=max(1, math.ceil(data["images"] / (batch * args.workers))))
     points = [recipe_point(space, recipe, shape)]
     points += [{**points[0], **extra} for extra in parse_points(args.points, space)]
-    for point in points:
-        to_hparams(point, space, recipe, shape)  # every fixed point must be a valid trial
+    check_points_apply(cfg, [to_hparams(p, space, recipe, shape) for p in points])
+    if args.smoke:
+        print(f"[raytune_ft] smoke test passed in {smoke(cfg):.1f}s", flush=True)
     name = args.name or time.strftime("search_%Y%m%d_%H%M%S")
     storage = args.storage_path if "://" in args.storage_path else \
         str(Path(args.storage_path).resolve())
@@ -222,20 +226,31 @@ def main(argv: list[str] | None = None) -> int:
     tuner = build_tuner(args, job, points, storage, name, nodes)
     print(f"[raytune_ft] experiment {job.experiment_dir}: {args.num_samples} trial(s), "
           f"{args.searcher} + {args.scheduler}, metric {job.metric} ({job.mode})", flush=True)
-    try:
-        grid = tuner.fit()
-    except KeyboardInterrupt:
-        print(f"\n[raytune_ft] interrupted; state saved. Resume with:\n  python -m "
-              f"raytune_ft.search --resume --name {name} --storage-path {args.storage_path} "
-              "(plus the same --config/--space)", file=sys.stderr)
+    grid = tuner.fit()  # Tune turns Ctrl-C into a clean stop with its state saved
+    statuses = trial_statuses(job.experiment_dir)
+    code = finish(grid, job, statuses, started)
+    unfinished = [t for t, s in statuses.items() if s not in ("TERMINATED", "ERROR")]
+    if unfinished or len(statuses) < (1 if args.searcher == "grid" else args.num_samples):
+        print(f"\n[raytune_ft] the search was interrupted ({len(unfinished)} trial(s) unfinished); "
+              "its state is saved. Resume it with:\n  python -m raytune_ft.search --resume "
+              f"--name {name} --storage-path {args.storage_path} --config {args.config} "
+              f"--space {args.space}", file=sys.stderr)
         return 130
-    return finish(grid, job, name, args, started)
+    return code
 
 
-def finish(grid, job, name: str, args, started: float) -> int:
+def trial_statuses(experiment_dir: str) -> dict[str, str]:
+    """Each trial's status as Tune saved it: what a resume would do with it (TERMINATED, ERROR,
+    or PENDING for a trial an interruption cut short: in memory Tune calls those TERMINATED)."""
+    from ray.tune import ExperimentAnalysis
+
+    return {t.trial_id: t.status for t in ExperimentAnalysis(experiment_dir).trials}
+
+
+def finish(grid, job, statuses: dict[str, str], started: float) -> int:
     from raytune_ft.results import collect, format_table, write_results
 
-    rows = collect(grid, job)
+    rows = collect(grid, job, statuses)
     summary = write_results(rows, job, Path(job.experiment_dir))
     print("\n" + format_table(rows, job.metric))
     print(f"\n[raytune_ft] {len(rows)} trials in {time.time() - started:.0f}s; by status "
@@ -248,7 +263,7 @@ def finish(grid, job, name: str, args, started: float) -> int:
         print(f"[raytune_ft] best checkpoint: {summary.get('best_checkpoint')}")
     print(f"[raytune_ft] results:         {job.experiment_dir}/results.csv, summary.json")
     print(f"[raytune_ft] TensorBoard:     tensorboard --logdir {job.experiment_dir}")
-    if args.resume is False and summary["by_status"].get("errored"):
+    if summary["by_status"].get("errored"):
         print("[raytune_ft] some trials errored: see the reason column of results.csv")
     return 0
 

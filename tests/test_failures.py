@@ -1,0 +1,83 @@
+"""Failures during a search: a trial whose data pipeline raises is recorded as errored with the
+exception's message after a bounded number of retries; checkpoint retention keeps the best;
+Ctrl-C stops cleanly and says how to resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import REPO, write_tiny_config
+from raytune_ft.callbacks import read_metrics
+from raytune_ft.search import main as search_main
+
+SPACE = "params:\n  lr: {type: loguniform, low: 1.0e-3, high: 2.0e-2}\n"
+
+
+def test_pipeline_error_is_recorded_with_bounded_retries(ray_session, tmp_path, tiny_data,
+                                                          tiny_pretrained):
+    data = Path(shutil.copytree(tiny_data, tmp_path / "data"))
+    (data / "train" / "train_005.png").write_bytes(b"not a png")  # exists, so preflight passes
+    cfg = write_tiny_config(tmp_path / "cfg.py", data, str(tiny_pretrained), max_epochs=2)
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    rc = search_main(["--config", str(cfg), "--space", str(space), "--num-samples", "1",
+                      "--storage-path", str(tmp_path / "exp"), "--name", "err",
+                      "--max-failures", "1", "--scheduler", "fifo"])
+    assert rc == 0, "an errored trial does not fail the search"
+    with open(tmp_path / "exp" / "err" / "results.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["status"] == "errored"
+    assert "Error" in row["reason"], row["reason"]
+    run = next((tmp_path / "exp" / "err" / "trials").glob("trial_*"))
+    attempts = [d for d in (run / "mmengine").iterdir() if d.is_dir() and d.name[:2] == "20"]
+    assert len(attempts) == 2, "1 try + max_failures=1 retry, then the trial is given up"
+    summary = json.loads((tmp_path / "exp" / "err" / "summary.json").read_text())
+    assert summary["by_status"] == {"errored": 1}
+
+
+def test_checkpoint_retention_keeps_the_best(ray_session, tmp_path, tiny_data, tiny_pretrained):
+    cfg = write_tiny_config(tmp_path / "cfg.py", tiny_data, str(tiny_pretrained), max_epochs=3)
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    rc = search_main(["--config", str(cfg), "--space", str(space), "--num-samples", "1",
+                      "--storage-path", str(tmp_path / "exp"), "--name", "keep",
+                      "--num-to-keep", "1", "--metric", "train_loss", "--mode", "min",
+                      "--scheduler", "fifo"])
+    assert rc == 0
+    run = next((tmp_path / "exp" / "keep" / "trials").glob("trial_*"))
+    kept = sorted(d for d in run.glob("checkpoint_*") if d.is_dir())
+    assert len(kept) == 1, kept
+    epochs = read_metrics(str(run))
+    best = min(epochs, key=lambda e: e["train_loss"])
+    assert json.loads((kept[0] / "meta.json").read_text())["epoch"] == best["epoch"]
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, tiny_data, tiny_pretrained):
+    cfg = write_tiny_config(tmp_path / "cfg.py", tiny_data, str(tiny_pretrained), max_epochs=3)
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    exp = tmp_path / "exp" / "int"
+    proc = subprocess.Popen([sys.executable, "-m", "raytune_ft.search", "--config", str(cfg),
+                             "--space", str(space), "--num-samples", "3", "--storage-path",
+                             str(tmp_path / "exp"), "--name", "int", "--scheduler", "fifo"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if any(read_metrics(str(d)) for d in (exp / "trials").glob("trial_*")):
+            break
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, out[-2000:] + err[-2000:]
+    assert "--resume --name int" in err
+    assert (exp / "results.csv").exists() and (exp / "tuner.pkl").exists()
+    with open(exp / "results.csv") as f:
+        statuses = {r["status"] for r in csv.DictReader(f)}
+    assert "unfinished" in statuses, statuses

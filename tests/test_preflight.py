@@ -1,0 +1,140 @@
+"""Preflight: each check refuses a real broken input with exit 2 and a paragraph naming it,
+before any trial starts; valid input (the demo included) passes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import write_tiny_config
+from raytune_ft.search import main as search_main
+
+SPACE = "params:\n  lr: {type: loguniform, low: 1.0e-3, high: 5.0e-2}\n"
+
+
+@pytest.fixture()
+def setup(tmp_path, tiny_data, tiny_pretrained):
+    data = Path(shutil.copytree(tiny_data, tmp_path / "data"))
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+
+    def check(extra_cfg: str = "", *flags: str, load_from: str | None = str(tiny_pretrained),
+              cfg_text: str | None = None) -> tuple[int, str]:
+        cfg = tmp_path / "cfg.py"
+        if cfg_text is None:
+            write_tiny_config(cfg, data, load_from, extra=extra_cfg)
+        else:
+            cfg.write_text(cfg_text)
+        args = ["--config", str(cfg), "--space", str(space), "--storage-path",
+                str(tmp_path / "exp"), "--check-only", *flags]
+        return search_main(args), ""
+
+    return check, data, tmp_path
+
+
+def run_check(setup, capsys, *args, **kwargs) -> tuple[int, str]:
+    check = setup[0]
+    rc, _ = check(*args, **kwargs)
+    return rc, capsys.readouterr().err
+
+
+def test_valid_config_passes(ray_session, setup, capsys):
+    rc, err = run_check(setup, capsys)
+    assert not (setup[2] / "exp" / "tuner.pkl").exists()
+    assert rc == 0, err
+
+
+@pytest.mark.parametrize("cfg_text, needle", [
+    ("model = dict(\n  type='FasterRCNN',\n", "line 1"),
+    ("_base_ = ['mmdet::_base_/models/nothing_here.py']\n", "nothing_here"),
+])
+def test_config_unparseable_or_base_missing(ray_session, setup, capsys, cfg_text, needle):
+    rc, err = run_check(setup, capsys, cfg_text=cfg_text)
+    assert rc == 2 and needle in err and "cfg.py" in err, err
+
+
+def test_annotation_problems(ray_session, setup, capsys):
+    _, data, _ = setup
+    ann = data / "annotations" / "train.json"
+    original = ann.read_text()
+    ann.unlink()
+    rc, err = run_check(setup, capsys)
+    assert rc == 2 and "train.json' does not exist" in err, err
+    ann.write_text("{not json")
+    rc, err = run_check(setup, capsys)
+    assert rc == 2 and "is not JSON" in err, err
+    ann.write_text(json.dumps({"images": [], "annotations": []}))
+    rc, err = run_check(setup, capsys)
+    assert rc == 2 and "no 'images'" in err, err
+    ann.write_text(original)
+    (data / "train" / "train_000.png").unlink()
+    rc, err = run_check(setup, capsys)
+    assert rc == 2 and "train_000.png" in err and "does not exist" in err, err
+
+
+def test_classes_disagree_with_categories_or_num_classes(ray_session, setup, capsys):
+    rc, err = run_check(setup, capsys, "metainfo = dict(classes=('tree', 'car'))\n"
+                        "train_dataloader = dict(dataset=dict(metainfo=metainfo))")
+    assert rc == 2 and "'car'" in err and "missing" in err, err
+    rc, err = run_check(setup, capsys, "model = dict(roi_head=dict(bbox_head=dict(num_classes=5)))")
+    assert rc == 2 and "num_classes=5" in err and "2 classes" in err, err
+
+
+def test_load_from_missing_or_unfetchable(ray_session, setup, capsys, monkeypatch, tmp_path):
+    rc, err = run_check(setup, capsys, load_from=str(tmp_path / "nope.pth"))
+    assert rc == 2 and "nope.pth' does not exist" in err, err
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setenv("RAYTUNE_FT_OFFLINE", "1")
+    rc, err = run_check(setup, capsys, load_from="https://download.openmmlab.com/x/model.pth")
+    assert rc == 2 and "cannot be fetched" in err and "torch_home/hub/checkpoints/model.pth" in err
+
+
+def test_space_names_a_hparam_the_config_cannot_take(ray_session, setup, capsys):
+    _, _, tmp = setup
+    (tmp / "space.yaml").write_text("params:\n  warmup_iters: {type: int, low: 0, high: 10}\n")
+    rc, err = run_check(setup, capsys, "param_scheduler = [dict(type='MultiStepLR', by_epoch=True,"
+                        " begin=0, end=2, milestones=[1])]")
+    assert rc == 2 and "warmup_iters" in err and "LinearLR" in err, err
+
+
+def test_impossible_resources_say_what_the_cluster_has(ray_session, setup, capsys):
+    rc, err = run_check(setup, capsys, "", "--gpus-per-worker", "1")
+    assert rc == 2 and "0 GPU in total" in err, err
+    rc, err = run_check(setup, capsys, "", "--cpus-per-worker", "64")
+    assert rc == 2 and "CPU" in err, err
+
+
+def test_storage_not_writable(ray_session, setup, capsys):
+    tmp = setup[2]
+    blocker = tmp / "a_file"
+    blocker.write_text("")
+    cfg_args = ["--storage-path", str(blocker / "exp")]
+    rc, err = run_check(setup, capsys, "", *cfg_args)
+    assert rc == 2 and "is not writable" in err, err
+
+
+def test_metric_the_evaluator_does_not_produce(ray_session, setup, capsys):
+    rc, err = run_check(setup, capsys, "", "--metric", "coco/segm_mAP")
+    assert rc == 2 and "coco/segm_mAP" in err and "coco/bbox_mAP_50" in err, err
+
+
+def test_smoke_runs_the_model_and_catches_a_broken_pipeline(ray_session, setup, capsys):
+    started = time.time()
+    rc, err = run_check(setup, capsys, "", "--smoke")
+    assert rc == 0, err
+    assert time.time() - started < 120
+    # a head that does not match the neck's channels: a shape error only a forward pass finds
+    rc, err = run_check(setup, capsys, "model = dict(roi_head=dict(bbox_head=dict("
+                        "in_channels=32)))", "--smoke")
+    assert rc == 2 and "--smoke" in err and "RuntimeError" in err, err
+
+
+def test_the_demo_passes_preflight(ray_session, capsys, tmp_path):
+    started = time.time()
+    rc = search_main(["--check-only", "--storage-path", str(tmp_path)])
+    assert rc == 0, capsys.readouterr().err
+    print(f"demo preflight took {time.time() - started:.1f}s")
