@@ -17,8 +17,9 @@ def add_resource_args(parser: argparse.ArgumentParser, workers_flag: str = "--wo
                         help="Ray Train workers (DDP ranks) per fine-tune (default 1)")
     parser.add_argument("--gpus-per-worker", type=float, default=0.0,
                         help="GPUs per worker; 0 trains on CPU (default 0)")
-    parser.add_argument("--cpus-per-worker", type=float, default=1.0,
-                        help="CPUs per worker, also its torch thread count (default 1)")
+    parser.add_argument("--cpus-per-worker", type=float, default=None,
+                        help="CPUs per worker, also its torch thread count (default 1; the "
+                             "embedded demo on a local Ray: all CPUs of the machine)")
     parser.add_argument("--placement", choices=["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"],
                         default="PACK", help="how a trial's workers are placed on nodes")
     parser.add_argument("--address", default=None,
@@ -45,6 +46,16 @@ def parse_hparams(text: str | None) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise UserError(f"--hparams must be a JSON object of name: value, got {text!r}.")
     return value
+
+
+def default_cpus_per_worker(args, demo: bool, reserved: float = 0.0) -> float:
+    """1 CPU per worker, except that the demo on a local Ray gives its one worker the machine
+    (less `reserved`, e.g. what a Tune trial's driver holds)."""
+    if args.cpus_per_worker is not None:
+        return args.cpus_per_worker
+    if demo and args.address is None and args.workers == 1:
+        return max(1.0, (os.cpu_count() or 1) - reserved)
+    return 1.0
 
 
 def check_resources(workers: int, cpus: float, gpus: float) -> None:

@@ -71,19 +71,28 @@ def _check_syntax(path: Path) -> None:
         ) from err
 
 
+def innermost_dataset(loader: Mapping | None) -> tuple[dict, int]:
+    """The dataset a dataloader reads, through Repeat/ClassBalanced wrappers, and how many times
+    the wrappers repeat it."""
+    dataset = (loader or {}).get("dataset") or {}
+    times = 1
+    while "dataset" in dataset and "ann_file" not in dataset:
+        times *= int(dataset.get("times", 1))
+        dataset = dataset["dataset"]
+    return dataset, times
+
+
 def dataset_classes(cfg: Config) -> tuple[str, ...] | None:
     """The object classes the config trains on, as MMDetection's dataset would resolve them.
 
     Looks at `train_dataloader.dataset.metainfo.classes` (through Repeat/ClassBalanced wrappers),
     then a top-level `metainfo`, then the dataset class's own METAINFO.
     """
-    dataset = cfg.get("train_dataloader", {}).get("dataset")
-    while dataset is not None and "dataset" in dataset and "metainfo" not in dataset:
-        dataset = dataset["dataset"]
-    for metainfo in ((dataset or {}).get("metainfo"), cfg.get("metainfo")):
+    dataset, _ = innermost_dataset(cfg.get("train_dataloader"))
+    for metainfo in (dataset.get("metainfo"), cfg.get("metainfo")):
         if metainfo and metainfo.get("classes"):
             return tuple(metainfo["classes"])
-    if dataset is not None and dataset.get("type"):
+    if dataset.get("type"):
         from mmdet.registry import DATASETS
         from mmdet.utils import register_all_modules
 

@@ -13,24 +13,15 @@ from typing import Any
 
 from mmengine.config import Config
 
-from raytune_ft.config import dataset_classes
+from raytune_ft.config import dataset_classes, innermost_dataset
 from raytune_ft.errors import UserError
 
 # Metric suffixes mmdet's CocoMetric reports per `metric` entry ('bbox', 'segm').
 COCO_SUFFIXES = ("mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l")
 
 
-def _dataset_of(loader: Any) -> dict:
-    dataset = (loader or {}).get("dataset") or {}
-    times = 1
-    while "dataset" in dataset and "ann_file" not in dataset:
-        times *= int(dataset.get("times", 1))
-        dataset = dataset["dataset"]
-    return {**dataset, "_times": times}
-
-
 def annotation_file(cfg: Config, split: str = "train_dataloader") -> Path:
-    ds = _dataset_of(cfg.get(split))
+    ds, _ = innermost_dataset(cfg.get(split))
     ann = ds.get("ann_file")
     if not ann:
         raise UserError(f"config has no {split}.dataset.ann_file; set the annotation file of your "
@@ -59,14 +50,14 @@ def check_coco_annotations(cfg: Config, split: str = "train_dataloader",
         raise UserError(f"the config's classes {list(classes)} are not all categories of "
                         f"'{path}', which has {names}; missing: "
                         f"{sorted(set(classes) - set(names))}. Fix metainfo.classes.")
-    ds = _dataset_of(cfg.get(split))
+    ds, times = innermost_dataset(cfg.get(split))
     prefix = (ds.get("data_prefix") or {}).get("img", "")
     img_dir = Path(os.path.join(ds.get("data_root", "") or "", prefix))
     for image in coco["images"][:sample]:
         if not (img_dir / image["file_name"]).is_file():
             raise UserError(f"image '{img_dir / image['file_name']}' listed in '{path}' does not "
                             "exist. Check data_prefix.img and data_root in the config.")
-    return {"images": len(coco["images"]) * ds["_times"], "annotations": len(coco["annotations"])}
+    return {"images": len(coco["images"]) * times, "annotations": len(coco["annotations"])}
 
 
 def check_load_from(cfg: Config) -> None:
@@ -168,9 +159,7 @@ def smoke(cfg: Config) -> float:
     started = time.time()
     cfg = copy.deepcopy(cfg)
     for split in ("train_dataloader", "val_dataloader"):
-        ds = cfg[split]["dataset"]
-        while "dataset" in ds and "ann_file" not in ds:
-            ds = ds["dataset"]
+        ds, _ = innermost_dataset(cfg[split])
         ds["indices"] = int(cfg[split].get("batch_size", 1))  # one batch
     cfg.train_cfg.max_epochs = 1
     cfg.train_cfg.val_interval = 1

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from raytune_ft.cli_common import (add_config_args, add_resource_args, check_cluster_fits,
-                                   check_resources, init_ray)
+                                   check_resources, default_cpus_per_worker, init_ray)
 from raytune_ft.errors import UserError, user_errors_exit_2
 
 TRIAL_DRIVER_CPU = 0.01  # the Tune trial only drives a Train run; its workers hold the resources
@@ -78,7 +78,7 @@ def prepare(args: argparse.Namespace):
         args.config = str(DEMO_CONFIG)
         args.space = args.space or str(Path(__file__).resolve().parents[1] /
                                        "search_spaces" / "demo.yaml")
-        args.workers = args.workers if args.workers > 1 else 1
+    args.cpus_per_worker = default_cpus_per_worker(args, demo, reserved=TRIAL_DRIVER_CPU)
     args.space = args.space or "search_spaces/default.yaml"
     args.metric = args.metric or "coco/bbox_mAP"
     args.num_samples = args.num_samples or 8
@@ -194,8 +194,6 @@ def build_tuner(args, job, points, storage: str, name: str, nodes: list[dict[str
             scheduler=build_scheduler(args, job),
             num_samples=num_samples,
             max_concurrent_trials=args.max_concurrent,
-            metric=None if args.searcher == "tpe" or args.scheduler == "asha" else job.metric,
-            mode=None if args.searcher == "tpe" or args.scheduler == "asha" else job.mode,
         ),
         run_config=tune.RunConfig(
             name=name, storage_path=storage, verbose=1,

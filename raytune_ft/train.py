@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from raytune_ft.cli_common import (add_config_args, add_resource_args, check_cluster_fits,
-                                   check_resources, init_ray, parse_hparams)
+                                   check_resources, default_cpus_per_worker, init_ray,
+                                   parse_hparams)
 from raytune_ft.errors import user_errors_exit_2
 
 
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from raytune_ft.trial import TrialResources, TrialSpec, run_trial
 
     config = args.config or _default_config()
+    args.cpus_per_worker = default_cpus_per_worker(args, demo=args.config is None)
     check_resources(args.workers, args.cpus_per_worker, args.gpus_per_worker)
     cfg = load_config(config, args.cfg_options, parse_hparams(args.hparams))
     work_dir = Path(args.work_dir or Path("work_dirs") / Path(config).stem).resolve()

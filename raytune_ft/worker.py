@@ -8,6 +8,7 @@ optimizer, schedulers, epoch) and never touches `load_from` again.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 from pathlib import Path
@@ -24,7 +25,7 @@ def _set_threads(cpus: float) -> None:
     """mmengine forces 1 OMP thread in distributed mode unless set: give each worker its CPUs."""
     import torch
 
-    threads = str(max(1, int(cpus)))
+    threads = str(max(1, math.ceil(cpus - 1e-6)))  # 1.99 reserved CPUs -> 2 threads
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = threads
     torch.set_num_threads(int(threads))
