@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", default=None,
                    help="search space YAML (default search_spaces/default.yaml; demo: demo.yaml)")
     add_resource_args(p, workers_flag="--workers-per-trial")
-    p.add_argument("--num-samples", type=int, default=None, help="trials to run (default 8)")
+    p.add_argument("--num-samples", type=int, default=None, help="trials to run (default 8; the demo: 6)")
     p.add_argument("--max-concurrent", type=int, default=1, help="trials running at once")
     p.add_argument("--scheduler", choices=["asha", "fifo"], default="asha")
     p.add_argument("--searcher", choices=["tpe", "random", "grid"], default="tpe")
@@ -81,7 +81,7 @@ def prepare(args: argparse.Namespace):
     args.cpus_per_worker = default_cpus_per_worker(args, demo, reserved=TRIAL_DRIVER_CPU)
     args.space = args.space or "search_spaces/default.yaml"
     args.metric = args.metric or "coco/bbox_mAP"
-    args.num_samples = args.num_samples or 8
+    args.num_samples = args.num_samples or (6 if demo else 8)
     check_resources(args.workers, args.cpus_per_worker, args.gpus_per_worker)
     if args.num_samples < 1 or args.max_concurrent < 1:
         raise UserError("--num-samples and --max-concurrent must be >= 1.")
@@ -143,7 +143,9 @@ def build_searcher(args, job, points: list[dict[str, Any]]):
         return OptunaSearch(metric=job.metric, mode=job.mode, points_to_evaluate=points,
                             sampler=optuna.samplers.TPESampler(seed=args.seed),
                             storage=storage, study_name=os.path.basename(job.experiment_dir))
-    return BasicVariantGenerator(points_to_evaluate=points, random_state=args.seed)
+    # A SearchGenerator ignores TuneConfig.max_concurrent_trials: bound it here.
+    return BasicVariantGenerator(points_to_evaluate=points, random_state=args.seed,
+                                 max_concurrent=args.max_concurrent)
 
 
 def build_scheduler(args, job):
@@ -216,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     nodes = init_ray(args.address)
     check_cluster_fits(nodes, args.workers, args.cpus_per_worker, args.gpus_per_worker,
-                       args.placement, trial_cpus=trial_driver_resources(nodes)["cpu"])
+                       args.placement, trial_cpus=trial_driver_resources(nodes)["cpu"]
+                       * args.max_concurrent)
     if args.check_only:
         print(f"[raytune_ft] check-only: all checks passed in {time.time() - started:.1f}s "
               f"({len(nodes)} Ray node(s)); no trial was started.")
