@@ -16,7 +16,8 @@ from ray.train.v2.api.callback import UserCallback
 METRICS_FILE = "metrics.jsonl"
 TB_DIR = "tensorboard"
 # Reported values that are bookkeeping, not curves.
-_NOT_SCALARS = {"epoch", "max_epochs", "resumed", "start_epoch", "progress", "nonfinite_loss"}
+_NOT_SCALARS = {"epoch", "max_epochs", "resumed", "start_epoch", "progress", "diverged",
+                "train_started_at"}
 
 
 class EpochRecordCallback(UserCallback):

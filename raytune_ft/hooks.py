@@ -80,7 +80,6 @@ class RayTrainReportHook(Hook):
         self._sample_ids: list[Any] = []
         self._t_iter_end: float | None = None
         self._t_iter_start = 0.0
-        self._nonfinite_loss = False
 
     def before_train(self, runner) -> None:
         self.start_info["train_started_at"] = time.time()  # wall clock: start-up cost of Ray
@@ -104,7 +103,6 @@ class RayTrainReportHook(Hook):
         for sample in (data_batch or {}).get("data_samples", []):
             self._sample_ids.append(sample.metainfo.get("img_id", sample.metainfo.get("img_path")))
         if _any_rank(not math.isfinite(loss)):
-            self._nonfinite_loss = True
             self._report(runner, {}, diverged_at=runner.iter + 1)
             raise TrainingDiverged(
                 f"train loss became {loss} at epoch {runner.epoch + 1}, iteration {batch_idx + 1}")
@@ -134,7 +132,6 @@ class RayTrainReportHook(Hook):
             progress=epoch / max_epochs,
             lr=float(next(iter(lrs.values()))[0]),
             train_loss=(sum(self._losses) / len(self._losses)) if self._losses else float("nan"),
-            nonfinite_loss=float(self._nonfinite_loss),
             iter_time=_mean(self._iter_times),
             data_time=_mean(self._data_times),
             iters_per_s=(len(self._iter_times) / sum(self._iter_times)) if self._iter_times else 0.0,
