@@ -7,7 +7,7 @@ import csv
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,6 @@ class TrialRow:
     last_metric: float | None
     device_seconds: float
     saved_device_seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def collect(results, job: SearchJob, statuses: dict[str, str] | None = None) -> list[TrialRow]:

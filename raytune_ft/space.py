@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +93,6 @@ class SearchSpace:
     base_batch_size: int | None = None
     max_warmup_fraction: float = 0.25
     description: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_tune(self, searcher: str = "tpe", grid_points: int = 3) -> dict[str, Any]:
         """Ray Tune distributions (grid: `tune.grid_search` over each param's grid)."""

@@ -60,7 +60,7 @@ def prepare_worker_config(cfg, job: dict[str, Any], rank: int, world_size: int,
             type="MMDistributedDataParallel",
             device_ids=None if not use_gpu else [int(job.get("local_device", 0))],
             broadcast_buffers=False,
-            find_unused_parameters=bool(job.get("find_unused_parameters", False)),
+            find_unused_parameters=False,  # every parameter must get a gradient (cheaper)
         )
         # Gather eval results with collectives: a temp dir is not shared across nodes.
         evaluators = cfg.val_evaluator if isinstance(cfg.val_evaluator, list) else [cfg.val_evaluator]
