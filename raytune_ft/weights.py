@@ -16,6 +16,9 @@ import torch
 
 from raytune_ft.errors import UserError
 
+# Bumped whenever the conversion changes, so a stale data/demo checkpoint is rewritten.
+CONVERSION_VERSION = 2
+
 # Blocks per stage of mmdet's MobileNetV2 (arch_settings); torchvision numbers them 1..17.
 _BLOCKS_PER_LAYER = (1, 2, 3, 4, 3, 3, 1)
 
@@ -39,11 +42,15 @@ def _block_index() -> dict[int, str]:
 
 
 def convert_mobilenet_v2(tv_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """torchvision `mobilenet_v2` keys -> mmdet `MobileNetV2` keys (classifier dropped)."""
+    """torchvision `mobilenet_v2` keys -> mmdet `MobileNetV2` keys (classifier dropped).
+
+    A torchvision block is `conv.<u>.<0 conv|1 bn>` for its ConvBNReLU units (expand, then
+    depthwise; blocks of expansion 1 have only the depthwise one), then the linear 1x1 conv and
+    its BN as `conv.<k>` / `conv.<k+1>`. mmdet's InvertedResidual names the same layers
+    `expand_conv`, `depthwise_conv` and `linear_conv`, each a ConvModule (`.conv`, `.bn`).
+    """
     blocks = _block_index()
-    # In each torchvision block, ConvBNReLU units are `conv.<a>.<0|1>` and the final linear
-    # conv/bn are `conv.<k>`/`conv.<k+1>`, k = number of ConvBNReLU units (1 or 2).
-    units = {}
+    units: dict[int, int] = {}
     for key in tv_state:
         m = re.match(r"features\.(\d+)\.conv\.(\d+)\.(\d+)\.", key)
         if m:
@@ -52,25 +59,34 @@ def convert_mobilenet_v2(tv_state: dict[str, torch.Tensor]) -> dict[str, torch.T
     for key, value in tv_state.items():
         if key.startswith("classifier."):
             continue
-        m = re.match(r"features\.(\d+)\.(\d+)\.(.+)", key)
-        if m and m.group(1) in ("0", "18"):
+        m = re.match(r"features\.(0|18)\.(\d+)\.(.+)", key)
+        if m:
             name = "conv1" if m.group(1) == "0" else "conv2"
             out[f"{name}.{'conv' if m.group(2) == '0' else 'bn'}.{m.group(3)}"] = value
             continue
         m = re.match(r"features\.(\d+)\.conv\.(\d+)\.(\d+)\.(.+)", key)
         if m:
+            feature, unit = int(m.group(1)), int(m.group(2))
+            names = ("expand_conv", "depthwise_conv") if units[feature] == 2 else ("depthwise_conv",)
             part = "conv" if m.group(3) == "0" else "bn"
-            out[f"{blocks[int(m.group(1))]}.conv.{m.group(2)}.{part}.{m.group(4)}"] = value
+            out[f"{blocks[feature]}.{names[unit]}.{part}.{m.group(4)}"] = value
             continue
         m = re.match(r"features\.(\d+)\.conv\.(\d+)\.(.+)", key)
         if m:
-            feature, idx = int(m.group(1)), int(m.group(2))
-            k = units[feature]
-            part = "conv" if idx == k else "bn"
-            out[f"{blocks[feature]}.conv.{k}.{part}.{m.group(3)}"] = value
+            feature, index = int(m.group(1)), int(m.group(2))
+            part = "conv" if index == units[feature] else "bn"
+            out[f"{blocks[feature]}.linear_conv.{part}.{m.group(3)}"] = value
             continue
         raise ValueError(f"unexpected MobileNetV2 key {key}")
     return out
+
+
+def is_current_checkpoint(path: Path) -> bool:
+    """Whether `path` exists and was written by this version of the conversion."""
+    if not path.is_file():
+        return False
+    meta = torch.load(path, map_location="cpu", weights_only=True).get("meta", {})
+    return meta.get("conversion_version") == CONVERSION_VERSION
 
 
 def write_backbone_checkpoint(out: Path) -> Path:
@@ -79,5 +95,6 @@ def write_backbone_checkpoint(out: Path) -> Path:
     state = {f"backbone.{k}": v for k, v in convert_mobilenet_v2(tv_state).items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": state,
-                "meta": {"source": "torchvision mobilenet_v2-b0353104 (ImageNet)"}}, out)
+                "meta": {"source": "torchvision mobilenet_v2-b0353104 (ImageNet)",
+                         "conversion_version": CONVERSION_VERSION}}, out)
     return out
