@@ -10,13 +10,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from raytune_ft.data.voc import parse_voc_xml
 from raytune_ft.errors import UserError
 
 DEMO_ROOT = Path(__file__).resolve().parents[1] / "data" / "demo"
@@ -43,12 +43,8 @@ def deepforest_data_dir() -> Path:
 
 
 def read_voc_boxes(xml_path: Path) -> list[Box]:
-    root = ET.parse(xml_path).getroot()
-    boxes = []
-    for obj in root.iter("object"):
-        bb = obj.find("bndbox")
-        boxes.append(Box(*(float(bb.find(k).text) for k in ("xmin", "ymin", "xmax", "ymax"))))
-    return boxes
+    """deepforest's boxes (VOC XML, 0-based pixel corners as its tools write them)."""
+    return [Box(*obj.box) for obj in parse_voc_xml(xml_path).objects]
 
 
 def _clip(box: Box, x0: int, y0: int, size: int, min_keep: float) -> list[float] | None:
@@ -106,11 +102,13 @@ BACKBONE_CHECKPOINT = "mobilenet_v2_imagenet_mmdet.pth"
 
 def ensure_demo(out: Path = DEMO_ROOT) -> Path:
     """Build the demo data set and its pretrained checkpoint once; later calls reuse them."""
-    from raytune_ft.weights import write_backbone_checkpoint
+    from raytune_ft.weights import is_current_checkpoint, write_backbone_checkpoint
 
     if not (out / "READY").exists():
         counts = build_demo(out)
         print(f"[raytune_ft] demo data written to {out}: {counts}", flush=True)
-    if not (out / BACKBONE_CHECKPOINT).exists():
+    if not is_current_checkpoint(out / BACKBONE_CHECKPOINT):
         write_backbone_checkpoint(out / BACKBONE_CHECKPOINT)
+        print(f"[raytune_ft] ImageNet MobileNetV2 weights converted to "
+              f"{out / BACKBONE_CHECKPOINT}", flush=True)
     return out

