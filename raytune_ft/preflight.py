@@ -5,6 +5,7 @@ Each failing check raises a `UserError` (exit 2) naming the file or flag and wha
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -60,6 +61,53 @@ def check_coco_annotations(cfg: Config, split: str = "train_dataloader",
     return {"images": len(coco["images"]) * times, "annotations": len(coco["annotations"])}
 
 
+def _reads_voc_xml(dataset: dict) -> bool:
+    from mmdet.datasets import XMLDataset
+    from mmdet.registry import DATASETS
+    from mmdet.utils import register_all_modules
+
+    register_all_modules(init_default_scope=False)
+    dataset_cls = DATASETS.get(dataset.get("type", "CocoDataset"))
+    return isinstance(dataset_cls, type) and issubclass(dataset_cls, XMLDataset)
+
+
+def check_voc_annotations(cfg: Config, split: str = "train_dataloader",
+                          sample: int = 20) -> dict[str, Any]:
+    """A VOC image-id list exists and a bounded sample of its XML files and images exists."""
+    path = annotation_file(cfg, split)
+    if not path.is_file():
+        raise UserError(f"{split} image list '{path}' does not exist. Check data_root and "
+                        "ann_file (e.g. VOC2012/ImageSets/Main/train.txt) in the config.")
+    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    if not ids:
+        raise UserError(f"{split} image list '{path}' is empty.")
+    ds, times = innermost_dataset(cfg.get(split))
+    sub_root = Path(os.path.join(ds.get("data_root", "") or "",
+                                 (ds.get("data_prefix") or {}).get("sub_data_root", "")))
+    for image_id in ids[:sample]:
+        xml = sub_root / "Annotations" / f"{image_id}.xml"
+        if not xml.is_file():
+            raise UserError(f"'{xml}' (listed in '{path}') does not exist. Check data_root and "
+                            "data_prefix.sub_data_root in the config.")
+    return {"images": len(ids) * times}
+
+
+def check_annotations(cfg: Config, split: str = "train_dataloader") -> dict[str, Any]:
+    """COCO JSON or a VOC list, whichever the split's dataset reads; returns its image count."""
+    dataset, _ = innermost_dataset(cfg.get(split))
+    if _reads_voc_xml(dataset):
+        return check_voc_annotations(cfg, split)
+    return check_coco_annotations(cfg, split)
+
+
+def default_metric(cfg: Config) -> str:
+    """What a search optimises unless told: COCO box mAP, else the evaluator's first metric."""
+    known = expected_metrics(cfg)
+    if not known or "coco/bbox_mAP" in known:
+        return "coco/bbox_mAP"
+    return known[0]
+
+
 def check_load_from(cfg: Config) -> None:
     load_from = cfg.get("load_from")
     if not load_from:
@@ -78,6 +126,49 @@ def check_load_from(cfg: Config) -> None:
     if not Path(load_from).is_file():
         raise UserError(f"load_from checkpoint '{load_from}' does not exist. Point load_from at a "
                         "pretrained checkpoint (local path or model-zoo URL).")
+
+
+def check_load_from_fits(cfg: Config, min_fraction: float = 0.9) -> None:
+    """A local `load_from` checkpoint fills the model's backbone.
+
+    mmengine loads `load_from` with strict=False and only logs the keys that did not match, so a
+    checkpoint made for another backbone, or written with other key names, trains silently from
+    random weights. Heads are allowed to differ (a fine-tune changes num_classes).
+    """
+    load_from = cfg.get("load_from")
+    if not load_from or "://" in str(load_from) or not Path(load_from).is_file():
+        return
+    import torch
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    from raytune_ft.checkpoints import allow_mmengine_checkpoints
+
+    allow_mmengine_checkpoints()
+    try:
+        checkpoint = torch.load(load_from, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - unpickling errors come in many types
+        raise UserError(f"load_from checkpoint '{load_from}' cannot be read as a torch "
+                        f"checkpoint: {err}") from err
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise UserError(f"load_from checkpoint '{load_from}' holds no state dict.")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    register_all_modules(init_default_scope=True)
+    model_state = MODELS.build(copy.deepcopy(cfg.model)).state_dict()
+    backbone = [k for k in model_state
+                if k.startswith("backbone.") and not k.endswith("num_batches_tracked")]
+    filled = [k for k in backbone
+              if k in state and tuple(state[k].shape) == tuple(model_state[k].shape)]
+    if backbone and len(filled) < min_fraction * len(backbone):
+        missing = next(k for k in backbone if k not in filled)
+        raise UserError(
+            f"load_from checkpoint '{load_from}' fills only {len(filled)} of the model's "
+            f"{len(backbone)} backbone tensors (e.g. nothing of shape "
+            f"{tuple(model_state[missing].shape)} under '{missing}'). mmengine would only log "
+            "this and train the rest from random weights. The checkpoint belongs to another "
+            "backbone or uses other key names: convert it, or point load_from at a checkpoint of "
+            "this model.")
 
 
 def _url_reachable(url: str, timeout: float = 5.0) -> bool:
@@ -149,7 +240,6 @@ def check_points_apply(cfg: Config, hparams_list: list[dict[str, Any]]) -> None:
 def smoke(cfg: Config) -> float:
     """One real training iteration and one validation batch, in this process, on a copy of the
     config: catches shape, pipeline and checkpoint errors in seconds. Returns the seconds taken."""
-    import copy
     import time
 
     from mmengine.runner import Runner

@@ -93,6 +93,19 @@ def test_load_from_missing_or_unfetchable(ray_session, setup, capsys, monkeypatc
     assert rc == 2 and "cannot be fetched" in err and "torch_home/hub/checkpoints/model.pth" in err
 
 
+def test_load_from_that_does_not_fit_the_backbone(ray_session, setup, capsys, tiny_pretrained,
+                                                  tmp_path):
+    """The failure mode of a wrong key conversion: mmengine would only log it."""
+    import torch
+
+    checkpoint = torch.load(tiny_pretrained, map_location="cpu", weights_only=False)
+    checkpoint["state_dict"] = {k.replace("depthwise_conv", "conv.1"): v
+                                for k, v in checkpoint["state_dict"].items()}
+    torch.save(checkpoint, tmp_path / "renamed.pth")
+    rc, err = run_check(setup, capsys, load_from=str(tmp_path / "renamed.pth"))
+    assert rc == 2 and "renamed.pth' fills only" in err and "depthwise_conv" in err, err
+
+
 def test_space_names_a_hparam_the_config_cannot_take(ray_session, setup, capsys):
     _, _, tmp = setup
     (tmp / "space.yaml").write_text("params:\n  warmup_iters: {type: int, low: 0, high: 10}\n")
