@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=float, default=0.34,
                    help="ASHA: first rung, as a fraction of each trial's own schedule")
     p.add_argument("--reduction-factor", type=float, default=2.0, help="ASHA reduction factor")
-    p.add_argument("--metric", default=None, help="metric to optimise (default coco/bbox_mAP)")
+    p.add_argument("--metric", default=None, help="metric to optimise (default coco/bbox_mAP, or the val evaluator's first metric when it reports no COCO box mAP)")
     p.add_argument("--mode", choices=["max", "min"], default="max")
     p.add_argument("--storage-path", default="experiments",
                    help="where experiments are written (a folder, or s3://... on a cluster)")
@@ -64,8 +64,9 @@ def prepare(args: argparse.Namespace):
     """Everything that can fail on user input, checked before Ray starts any trial."""
     from raytune_ft.config import config_to_dict, load_config
     from raytune_ft.hparams import read_hparams
-    from raytune_ft.preflight import (check_coco_annotations, check_load_from, check_metric,
-                                      check_points_apply, check_storage, smoke)
+    from raytune_ft.preflight import (check_annotations, check_load_from,
+                                      check_load_from_fits, check_metric,
+                                      check_points_apply, check_storage, default_metric, smoke)
     from raytune_ft.space import TrialShape, load_space, recipe_point, to_hparams
     from raytune_ft.trainable import SearchJob
     from raytune_ft.trial import TrialResources
@@ -80,16 +81,17 @@ def prepare(args: argparse.Namespace):
                                        "search_spaces" / "demo.yaml")
     args.cpus_per_worker = default_cpus_per_worker(args, demo, reserved=TRIAL_DRIVER_CPU)
     args.space = args.space or "search_spaces/default.yaml"
-    args.metric = args.metric or "coco/bbox_mAP"
     args.num_samples = args.num_samples or (6 if demo else 8)
     check_resources(args.workers, args.cpus_per_worker, args.gpus_per_worker)
     if args.num_samples < 1 or args.max_concurrent < 1:
         raise UserError("--num-samples and --max-concurrent must be >= 1.")
     cfg = load_config(args.config, args.cfg_options)
+    args.metric = args.metric or default_metric(cfg)
     space = load_space(args.space)
-    data = check_coco_annotations(cfg, "train_dataloader")
-    check_coco_annotations(cfg, "val_dataloader")
+    data = check_annotations(cfg, "train_dataloader")
+    check_annotations(cfg, "val_dataloader")
     check_load_from(cfg)
+    check_load_from_fits(cfg)
     check_metric(cfg, args.metric)
     check_storage(args.storage_path)
     recipe = read_hparams(cfg)

@@ -29,8 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default work_dirs/<config name>)")
     parser.add_argument("--name", default=None,
                         help="run name; re-running with the same name resumes it")
-    parser.add_argument("--metric", default="coco/bbox_mAP",
-                        help="metric shown per epoch and used to keep the best checkpoints")
+    parser.add_argument("--metric", default=None,
+                        help="metric shown per epoch and used to keep the best checkpoints "
+                             "(default coco/bbox_mAP, or the val evaluator's first metric)")
     parser.add_argument("--max-failures", type=int, default=2,
                         help="worker-group restarts before the run fails (default 2)")
     return parser
@@ -41,12 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from raytune_ft.callbacks import read_metrics
     from raytune_ft.config import load_config
+    from raytune_ft.preflight import default_metric
     from raytune_ft.trial import TrialResources, TrialSpec, run_trial
 
     config = args.config or _default_config()
     args.cpus_per_worker = default_cpus_per_worker(args, demo=args.config is None)
     check_resources(args.workers, args.cpus_per_worker, args.gpus_per_worker)
     cfg = load_config(config, args.cfg_options, parse_hparams(args.hparams))
+    args.metric = args.metric or default_metric(cfg)
     work_dir = Path(args.work_dir or Path("work_dirs") / Path(config).stem).resolve()
     name = args.name or time.strftime("train_%Y%m%d_%H%M%S")
     spec = TrialSpec(
