@@ -88,6 +88,19 @@ def test_kitti_class_subset_keeps_only_those_types(tmp_path):
     assert sum(len(d["annotations"]) for d in docs) == 3
 
 
+def test_kitti_val_ids_file_sets_the_split(tmp_path, capsys):
+    src = write_kitti(tmp_path / "kitti")
+    ids = tmp_path / "val.txt"
+    ids.write_text("000001\n000004.png\n")
+    out = tmp_path / "out"
+    assert data_main(["kitti", str(src), str(out), "--val-ids", str(ids)]) == 0
+    val = json.loads((out / "annotations" / "val.json").read_text())
+    assert [i["file_name"] for i in val["images"]] == ["000001.png", "000004.png"]
+    ids.write_text("000001\n000009\n")
+    assert data_main(["kitti", str(src), str(tmp_path / "out2"), "--val-ids", str(ids)]) == 2
+    assert f"{ids}, line 2: frame '000009'" in capsys.readouterr().err
+
+
 def _break_line(src: Path) -> str:
     label = src / "training/label_2/000001.txt"
     label.write_text(kitti_line("Car", (1, 1, 9, 9)) + "\nCar 0.0 0 1 2 3\n")

@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     kitti = sub.add_parser("kitti", help="KITTI 2D object detection (training/label_2)")
     kitti.add_argument("--classes", nargs="+", default=None,
                        help="KITTI types to keep, in label order (default: all 8)")
+    kitti.add_argument("--val-ids", type=Path, default=None,
+                       help="file of frame ids (one per line) to use as val instead of a drawn "
+                            "split, e.g. a sequence-aware split")
 
     voc = sub.add_parser("voc", help="Pascal VOC XML (Annotations/, JPEGImages/)")
     voc.add_argument("--splits", nargs="+", default=["train", "val"],
@@ -60,7 +63,7 @@ def _convert(args: argparse.Namespace) -> tuple[dict[str, dict], dict[str, int],
     if args.dataset == "kitti":
         from raytune_ft.data import kitti
         documents, counts = kitti.convert(src, args.val_fraction, args.seed,
-                                          args.classes or kitti.CLASSES)
+                                          args.classes or kitti.CLASSES, args.val_ids)
         return documents, counts, {"training/image_2": src / kitti.IMAGE_DIR}
     from raytune_ft.data import voc
     documents, counts = voc.convert(src, args.splits, args.classes or (), args.val_fraction,

@@ -61,8 +61,23 @@ def parse_label_file(path: Path) -> list[KittiObject]:
     return objects
 
 
+def read_val_ids(path: Path, frames: Sequence[str]) -> dict[str, list[str]]:
+    """A user's own split: the frame ids listed in `path` are val, every other frame train."""
+    if not path.is_file():
+        raise UserError(f"--val-ids file {path} does not exist.")
+    val = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        frame = line.strip().removesuffix(".txt").removesuffix(".png")
+        if frame and frame not in frames:
+            raise UserError(f"{path}, line {number}: frame {frame!r} has no label file.")
+        if frame:
+            val.append(frame)
+    return {"train": sorted(set(frames) - set(val)), "val": sorted(set(val))}
+
+
 def convert(src: Path, val_fraction: float = 0.2, seed: int = 0,
-            classes: Sequence[str] = CLASSES) -> tuple[dict[str, dict], dict[str, int]]:
+            classes: Sequence[str] = CLASSES,
+            val_ids: Path | None = None) -> tuple[dict[str, dict], dict[str, int]]:
     """COCO documents `{"train.json": ..., "val.json": ...}` and counts for the summary."""
     unknown = sorted(set(classes) - set(CLASSES))
     if unknown:
@@ -80,7 +95,8 @@ def convert(src: Path, val_fraction: float = 0.2, seed: int = 0,
     for frame, label in labels.items():
         if not (image_dir / f"{frame}.png").is_file():
             raise UserError(f"{label} has no image: {image_dir / (frame + '.png')} is missing.")
-    split = seeded_split(list(labels), val_fraction, seed)
+    split = read_val_ids(val_ids, list(labels)) if val_ids else \
+        seeded_split(list(labels), val_fraction, seed)
     documents, counts = {}, {"DontCare dropped": 0}
     for name, frames in split.items():
         coco = CocoSet(categories=tuple(classes))
