@@ -84,3 +84,6 @@ param_scheduler = [
 default_hooks = dict(logger=dict(interval=10))
 auto_scale_lr = dict(enable=False, base_batch_size=4)
 load_from = data_root + 'mobilenet_v2_imagenet_mmdet.pth'
+# Same initial heads and data order in every trial, so trials differ by their hyper-parameters
+# (unseeded, the same trial varied by about +-0.01 mAP between runs).
+randomness = dict(seed=0)
