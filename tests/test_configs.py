@@ -81,6 +81,7 @@ def test_cityscapes_2x_style_resolves_to_the_3x_config():
     assert old.model.roi_head.bbox_head.num_classes == old.model.roi_head.mask_head.num_classes == 8
     assert old.model.roi_head.bbox_head.loss_bbox.type == "SmoothL1Loss"
     assert old.model.backbone.init_cfg is None  # model.pretrained=None
+    assert old.model.rpn_head.get("num_classes", 1) == 1  # the RPN stays class-agnostic
     assert old.optim_wrapper == new.optim_wrapper
     assert old.optim_wrapper.optimizer == dict(type="SGD", lr=0.01, momentum=0.9,
                                                weight_decay=0.0001)
