@@ -249,7 +249,7 @@ def write_cityscapes(root: Path, frames=CITYSCAPES_FRAMES) -> Path:
 def test_cityscapes_runs_mmdets_converter_on_polygon_annotations(tmp_path):
     src = write_cityscapes(tmp_path / "cityscapes")
     out = tmp_path / "data" / "cityscapes"
-    assert data_main(["cityscapes", str(src), str(out), "--nproc", "1"]) == 0
+    assert data_main(["cityscapes", str(src), str(out), "--nproc", "2"]) == 0  # mmdet's Pool
     train = json.loads((out / "annotations/instancesonly_filtered_gtFine_train.json").read_text())
     val = json.loads((out / "annotations/instancesonly_filtered_gtFine_val.json").read_text())
     assert [c["name"] for c in train["categories"]] == [

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,8 +46,12 @@ def mmdet_converter() -> ModuleType:
     spec = importlib.util.find_spec("mmdet")
     path = Path(list(spec.submodule_search_locations)[0]) / ".mim" / "tools" / \
         "dataset_converters" / "cityscapes.py"
-    module_spec = importlib.util.spec_from_file_location("mmdet_cityscapes_converter", path)
+    name = "mmdet_cityscapes_converter"
+    if name in sys.modules:
+        return sys.modules[name]
+    module_spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module  # --nproc > 1 pickles its functions by module name
     module_spec.loader.exec_module(module)
     return module
 
