@@ -78,7 +78,9 @@ def check_voc_annotations(cfg: Config, split: str = "train_dataloader",
     if not path.is_file():
         raise UserError(f"{split} image list '{path}' does not exist. Check data_root and "
                         "ann_file (e.g. VOC2012/ImageSets/Main/train.txt) in the config.")
-    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    from raytune_ft.data.voc import read_ids
+
+    ids = read_ids(path)
     if not ids:
         raise UserError(f"{split} image list '{path}' is empty.")
     ds, times = innermost_dataset(cfg.get(split))
@@ -229,8 +231,6 @@ def check_storage(path: str) -> None:
 
 def check_points_apply(cfg: Config, hparams_list: list[dict[str, Any]]) -> None:
     """Every fixed point (the recipe, --points) can be written into the config."""
-    import copy
-
     from raytune_ft.hparams import apply_hparams
 
     for hparams in hparams_list:

@@ -101,9 +101,7 @@ def _point_at(cfg, root: Path) -> None:
     for split in ("train_dataloader", "val_dataloader"):
         dataset, _ = innermost_dataset(cfg[split])
         dataset["data_root"] = str(root) + "/"
-    for evaluator in (cfg.val_evaluator,):
-        evaluator["ann_file"] = str(root / Path(innermost_dataset(cfg.val_dataloader)[0]
-                                                ["ann_file"]))
+    cfg.val_evaluator["ann_file"] = str(root / innermost_dataset(cfg.val_dataloader)[0]["ann_file"])
 
 
 def _first_sample(cfg, split: str = "train_dataloader"):

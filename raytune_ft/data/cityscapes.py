@@ -3,8 +3,8 @@
 mmdet ships `tools/dataset_converters/cityscapes.py` in its wheel (`mmdet/.mim/`); it reads the
 `*_gtFine_instanceIds.png` images. The official gtFine download has them, but many copies (and
 every hand-made subset) carry only the `*_gtFine_polygons.json`: for those this module first
-draws the instance images with cityscapesscripts' `json2instanceImg` into a staging folder (the
-source tree is never written to), then calls mmdet's converter and checks what it wrote.
+draws the instance images with cityscapesscripts' `createInstanceImage` into a staging folder
+(the source tree is never written to), then calls mmdet's converter and checks what it wrote.
 Output names are mmdet's (`instancesonly_filtered_gtFine_<split>.json`), which mmdet's
 `cityscapes_instance.py` base config reads.
 """
@@ -43,12 +43,12 @@ def mmdet_converter() -> ModuleType:
         raise UserError(f"the cityscapes converter needs cityscapesscripts ({err}): `pip "
                         "install --no-deps cityscapesscripts==2.3.0 pyquaternion` (scripts/"
                         "setup.sh does; --no-deps because it pins the obsolete `typing`).") from err
-    spec = importlib.util.find_spec("mmdet")
-    path = Path(list(spec.submodule_search_locations)[0]) / ".mim" / "tools" / \
-        "dataset_converters" / "cityscapes.py"
     name = "mmdet_cityscapes_converter"
     if name in sys.modules:
         return sys.modules[name]
+    spec = importlib.util.find_spec("mmdet")
+    path = Path(list(spec.submodule_search_locations)[0]) / ".mim" / "tools" / \
+        "dataset_converters" / "cityscapes.py"
     module_spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module  # --nproc > 1 pickles its functions by module name

@@ -65,14 +65,15 @@ def read_val_ids(path: Path, frames: Sequence[str]) -> dict[str, list[str]]:
     """A user's own split: the frame ids listed in `path` are val, every other frame train."""
     if not path.is_file():
         raise UserError(f"--val-ids file {path} does not exist.")
+    known = set(frames)
     val = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         frame = line.strip().removesuffix(".txt").removesuffix(".png")
-        if frame and frame not in frames:
+        if frame and frame not in known:
             raise UserError(f"{path}, line {number}: frame {frame!r} has no label file.")
         if frame:
             val.append(frame)
-    return {"train": sorted(set(frames) - set(val)), "val": sorted(set(val))}
+    return {"train": sorted(known - set(val)), "val": sorted(set(val))}
 
 
 def convert(src: Path, val_fraction: float = 0.2, seed: int = 0,

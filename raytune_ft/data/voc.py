@@ -60,7 +60,8 @@ def parse_voc_xml(path: Path) -> VocImage:
     return VocImage(root.findtext("filename"), objects)
 
 
-def _read_ids(path: Path) -> list[str]:
+def read_ids(path: Path) -> list[str]:
+    """The image ids of a VOC list file (`ImageSets/Main/<split>.txt`: an id first on each line)."""
     return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -77,7 +78,7 @@ def convert(src: Path, splits: Sequence[str] = ("train", "val"), classes: Sequen
         raise UserError(f"no annotation files (*.xml) in {ann_dir}.")
     set_dir = src / "ImageSets" / "Main"
     if all((set_dir / f"{s}.txt").is_file() for s in splits):
-        split_ids = {s: _read_ids(set_dir / f"{s}.txt") for s in splits}
+        split_ids = {s: read_ids(set_dir / f"{s}.txt") for s in splits}
     else:
         print(f"[raytune_ft.data] no {set_dir}/{{{','.join(splits)}}}.txt: drawing a val split "
               f"of {val_fraction:.0%} with seed {seed}", flush=True)
