@@ -19,6 +19,8 @@ from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
+from raytune_ft.probe import probe_report
+
 CHECKPOINT_FILE = "checkpoint.pth"
 
 
@@ -58,7 +60,8 @@ class RayTrainReportHook(Hook):
     Rank 0 attaches the checkpoint mmengine's CheckpointHook has just written for the epoch, so
     Ray persists it and `ray.train.get_checkpoint()` returns it after a failure. Reported with the
     evaluator's metrics: epoch, progress (epoch / max_epochs, for schedule-aware early stopping),
-    lr, mean train loss, iteration and data time, and where this attempt started.
+    the epoch of the LR step, lr, mean train loss, iteration and data time, where this attempt
+    started, and the LR-step probe's metrics (`probe/...`) when `StepProbeHook` ran one.
 
     It also appends a line per epoch to `<work_dir>/ranks/rank<r>.jsonl` (samples seen and a
     parameter digest) so DDP sharding and synchronisation can be audited after the fact.
@@ -67,8 +70,10 @@ class RayTrainReportHook(Hook):
     priority = "LOWEST"  # after CheckpointHook and the logger have seen the epoch
 
     def __init__(self, start_info: dict[str, Any] | None = None, metric: str | None = None,
-                 mode: str = "max", expected_metrics: list[str] | None = None) -> None:
+                 mode: str = "max", expected_metrics: list[str] | None = None,
+                 lr_step_epoch: int | None = None) -> None:
         self.start_info = dict(start_info or {})
+        self.lr_step_epoch = lr_step_epoch
         self.metric, self.mode = metric, mode
         self.expected_metrics = list(expected_metrics or [])
         self._reset()
@@ -136,8 +141,13 @@ class RayTrainReportHook(Hook):
             data_time=_mean(self._data_times),
             iters_per_s=(len(self._iter_times) / sum(self._iter_times)) if self._iter_times else 0.0,
             diverged=float(diverged_at is not None),
+            reported_at=time.time(),
+            # the last epoch trained at the un-stepped lr (max_epochs when there is no step):
+            # the scheduler never ranks a report of epoch <= lr_step_epoch on its raw metric
+            lr_step_epoch=self.lr_step_epoch if self.lr_step_epoch is not None else max_epochs,
             **self.start_info,
         )
+        report.update(probe_report(runner))
         if diverged_at is not None:  # no checkpoint of NaN weights; the trial ends here
             report.update(diverged_at_iter=diverged_at, train_loss=worst_value("min"))
             ray.train.report(report)

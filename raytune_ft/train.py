@@ -13,7 +13,7 @@ from pathlib import Path
 from raytune_ft.cli_common import (add_config_args, add_resource_args, check_cluster_fits,
                                    check_resources, default_cpus_per_worker, init_ray,
                                    parse_hparams)
-from raytune_ft.errors import user_errors_exit_2
+from raytune_ft.errors import UserError, user_errors_exit_2
 
 
 
@@ -34,7 +34,29 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default coco/bbox_mAP, or the val evaluator's first metric)")
     parser.add_argument("--max-failures", type=int, default=2,
                         help="worker-group restarts before the run fails (default 2)")
+    parser.add_argument("--probe-epochs", default=None,
+                        help="comma-separated epochs (before the LR step) after which to run the "
+                             "LR-step probe: a short run at lr x gamma from that epoch's state, "
+                             "scored on val and then discarded (e.g. 1,2,3)")
+    parser.add_argument("--probe-length", type=float, default=0.5,
+                        help="probe length as a fraction of an epoch (default 0.5)")
     return parser
+
+
+def parse_probe(epochs: str | None, length: float) -> dict | None:
+    """`--probe-epochs 1,2,3 --probe-length 0.5` as the trial's probe spec."""
+    if not epochs:
+        return None
+    try:
+        values = sorted({int(e) for e in epochs.split(",") if e.strip()})
+    except ValueError as err:
+        raise UserError(f"--probe-epochs must be comma-separated whole epochs, e.g. 1,2,3; "
+                        f"got {epochs!r}.") from err
+    if not values or values[0] < 1:
+        raise UserError(f"--probe-epochs must list epochs >= 1, got {epochs!r}.")
+    if not 0 < length <= 1:
+        raise UserError(f"--probe-length is a fraction of an epoch in (0, 1], got {length}.")
+    return {"epochs": values, "epoch_fraction": length}
 
 
 @user_errors_exit_2
@@ -57,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         resources=TrialResources(args.workers, args.cpus_per_worker, args.gpus_per_worker,
                                  args.placement),
         max_failures=args.max_failures, metric=args.metric,
+        probe=parse_probe(args.probe_epochs, args.probe_length),
     )
     cluster = init_ray(args.address)
     check_cluster_fits(cluster, args.workers, args.cpus_per_worker, args.gpus_per_worker,
@@ -76,11 +99,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def format_epochs(epochs: list[dict], metric: str) -> str:
     """One line per committed epoch: the metric, train loss, lr and speed."""
-    lines = [f"{'epoch':>5}  {metric:>14}  {'train_loss':>10}  {'lr':>9}  {'it/s':>6}"]
+    probe = f"probe/{metric}"
+    lines = [f"{'epoch':>5}  {metric:>14}  {'train_loss':>10}  {'lr':>9}  {'it/s':>6}"
+             + (f"  {'LR-step probe':>13}" if any(probe in e for e in epochs) else "")]
     for e in epochs:
         lines.append(f"{e['epoch']:>5}  {e.get(metric, float('nan')):>14.4f}  "
                      f"{e.get('train_loss', float('nan')):>10.4f}  {e.get('lr', 0):>9.2e}  "
-                     f"{e.get('iters_per_s', 0):>6.2f}")
+                     f"{e.get('iters_per_s', 0):>6.2f}"
+                     + (f"  {e[probe]:>13.4f}" if probe in e else ""))
     return "\n".join(lines)
 
 

@@ -47,6 +47,9 @@ class TrialSpec:
     num_to_keep: int = 2
     metric: str | None = None
     mode: str = "max"
+    # LR-step probe (raytune_ft.probe): {"rungs": [progress, ...]} or {"epochs": [...]}, plus
+    # "epoch_fraction" (probe length); None runs no probe
+    probe: dict[str, Any] | None = None
 
     @property
     def run_dir(self) -> str:
@@ -80,6 +83,7 @@ def build_trainer(cfg: Config, spec: TrialSpec, callbacks: list | None = None):
         "cpus_per_worker": res.cpus_per_worker,
         "metric": spec.metric,
         "mode": spec.mode,
+        "probe": spec.probe,
     }
     checkpoint_config = ray.train.CheckpointConfig(
         num_to_keep=spec.num_to_keep,

@@ -17,6 +17,7 @@ from typing import Any
 from raytune_ft.checkpoints import allow_mmengine_checkpoints
 from raytune_ft.hooks import CHECKPOINT_FILE, TrainingDiverged
 from raytune_ft.preflight import expected_metrics
+from raytune_ft.probe import probe_epochs
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +84,30 @@ def prepare_worker_config(cfg, job: dict[str, Any], rank: int, world_size: int,
         cfg.resume = True
         start = {"resumed": 1, "start_epoch": epoch + 1, "init_from": str(path)}
     custom = list(cfg.get("custom_hooks", []))
+    step_epoch, gamma = lr_step(cfg)
     custom.append(dict(type="RayTrainReportHook", start_info=start, metric=job.get("metric"),
-                       mode=job.get("mode", "max"), expected_metrics=expected_metrics(cfg)))
+                       mode=job.get("mode", "max"), expected_metrics=expected_metrics(cfg),
+                       lr_step_epoch=step_epoch))
+    probe = job.get("probe")
+    if probe:
+        epochs = probe.get("epochs") or probe_epochs(probe.get("rungs", ()),
+                                                     int(cfg.train_cfg.max_epochs), step_epoch)
+        if epochs:
+            custom.append(dict(type="StepProbeHook", epochs=list(epochs), gamma=gamma,
+                               epoch_fraction=float(probe.get("epoch_fraction", 0.5))))
     cfg.custom_hooks = custom
     return cfg, start
+
+
+def lr_step(cfg) -> tuple[int, float]:
+    """The last epoch before the first LR step (max_epochs without a MultiStepLR) and its gamma."""
+    from raytune_ft.hparams import find_scheduler
+
+    max_epochs = int(cfg.train_cfg.max_epochs)
+    sched = find_scheduler(cfg, "MultiStepLR")
+    if sched is None or not sched.get("milestones"):
+        return max_epochs, 0.1
+    return int(min(sched["milestones"])), float(sched.get("gamma", 0.1))
 
 
 def train_loop_per_worker(job: dict[str, Any]) -> None:
@@ -97,6 +118,7 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
     from mmengine.runner import Runner
 
     import raytune_ft.hooks  # noqa: F401  (registers the hooks)
+    import raytune_ft.probe  # noqa: F401
 
     # Ray Train logs every report and checkpoint at INFO; mmengine's own progress lines suffice.
     logging.getLogger("ray.train").setLevel(logging.WARNING)

@@ -1,0 +1,70 @@
+"""The LR-step probe measures a stepped copy of the run and leaves the run itself untouched."""
+
+from __future__ import annotations
+
+import pytest
+from mmengine.hooks import Hook
+
+from conftest import write_tiny_config
+from raytune_ft.probe import PROBE_INFO, probe_epochs
+
+
+def train(cfg_path, work_dir, name: str, probe_at: list[int]):
+    """Train the tiny config in-process with mmengine's Runner; return the model and hub."""
+    from mmengine.runner import Runner
+
+    import raytune_ft.probe  # noqa: F401  (registers StepProbeHook)
+    from raytune_ft.config import load_config
+    from raytune_ft.hooks import param_digest
+
+    cfg = load_config(str(cfg_path))
+    cfg.work_dir = str(work_dir / name)
+    cfg.experiment_name = name
+    cfg.default_hooks.checkpoint = dict(type="CheckpointHook", interval=100)
+    cfg.custom_hooks = [dict(type="StepProbeHook", epochs=probe_at, epoch_fraction=0.5,
+                             gamma=0.1)] if probe_at else []
+    runner = Runner.from_cfg(cfg)
+    seen = []
+    runner.register_hook(_Spy(seen), priority="LOWEST")
+    runner.train()
+    return param_digest(runner.model), seen
+
+
+class _Spy(Hook):
+    """Collects each epoch's val metrics, lr and the probe info left in the message hub."""
+
+    def __init__(self, seen: list) -> None:
+        self.seen = seen
+
+    def after_val_epoch(self, runner, metrics=None):
+        info = runner.message_hub.get_info(PROBE_INFO) or {}
+        self.seen.append({"epoch": runner.epoch, "metrics": dict(metrics or {}),
+                          "lr": runner.optim_wrapper.get_lr()["lr"][0],
+                          "probe": dict(info) if info.get("probe_epoch") == runner.epoch
+                          else None})
+
+
+def test_probe_reports_a_stepped_score_and_leaves_the_run_unchanged(tmp_path, tiny_data):
+    cfg = write_tiny_config(tmp_path / "tiny.py", tiny_data, None, max_epochs=3)
+    plain_digest, plain = train(cfg, tmp_path, "plain", [])
+    probed_digest, probed = train(cfg, tmp_path, "probed", [1, 2])
+    # the run continues exactly as without the probe: same weights, metrics and lr every epoch
+    assert probed_digest == plain_digest
+    assert [e["metrics"] for e in probed] == [e["metrics"] for e in plain]
+    assert [e["lr"] for e in probed] == [e["lr"] for e in plain]
+    # a probe ran after epochs 1 and 2 only, for half an epoch (4 iterations -> 2)
+    assert [e["probe"] is not None for e in probed] == [True, True, False]
+    for e in probed[:2]:
+        assert e["probe"]["probe_iters"] == 2 and e["probe"]["probe_seconds"] > 0
+        assert "probe/coco/bbox_mAP" in e["probe"]
+
+
+@pytest.mark.parametrize("max_epochs, step, expected", [
+    (6, 4, [2, 4]),   # rungs 1/3, 2/3 -> epochs 2, 4, both before the step
+    (6, 3, [2]),      # epoch 4 is after the step: ranked on its own metric
+    (4, 2, [2]),      # 2/3 of 4 -> epoch 3, after the step
+    (3, 2, [1, 2]),
+    (2, 1, [1]),      # the last epoch never needs a probe
+])
+def test_probe_epochs_are_the_pre_step_rungs(max_epochs, step, expected):
+    assert probe_epochs([1 / 3, 2 / 3], max_epochs, step) == expected
