@@ -18,7 +18,9 @@ from typing import Any
 from raytune_ft.cli_common import (add_config_args, add_resource_args, check_cluster_fits,
                                    check_resources, default_cpus_per_worker, init_ray)
 from raytune_ft.errors import UserError, user_errors_exit_2
-
+SCHEDULERS = ("step-probe", "step-after", "progress-asha", "fifo")  # raytune_ft.scheduler
+DEFAULT_GRACE = 1 / 3  # rungs at 1/3 and 2/3 of each schedule (rf 2)
+OLD_GRACE = 0.34
 TRIAL_DRIVER_CPU = 0.01  # the Tune trial only drives a Train run; its workers hold the resources
 
 
@@ -30,13 +32,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_resource_args(p, workers_flag="--workers-per-trial")
     p.add_argument("--num-samples", type=int, default=None, help="trials to run (default 8; the demo: 6)")
     p.add_argument("--max-concurrent", type=int, default=1, help="trials running at once")
-    p.add_argument("--scheduler", choices=["asha", "fifo"], default="asha")
+    p.add_argument("--scheduler", choices=list(SCHEDULERS), default="step-probe",
+                   help="early stopping: step-probe (default: ASHA ranking trials before their LR "
+                        "step on an LR-step probe), step-after (ASHA judging each trial only "
+                        "after its LR step), progress-asha (the old rule: ASHA on raw values at "
+                        "a fraction of each schedule, biased against high lr), fifo (none)")
     p.add_argument("--searcher", choices=["tpe", "random", "grid"], default="tpe")
     p.add_argument("--grid-points", type=int, default=3,
                    help="values per continuous parameter for --searcher grid")
-    p.add_argument("--grace", type=float, default=0.34,
-                   help="ASHA: first rung, as a fraction of each trial's own schedule")
-    p.add_argument("--reduction-factor", type=float, default=2.0, help="ASHA reduction factor")
+    p.add_argument("--grace", type=float, default=None,
+                   help="first rung, as a fraction of each trial's own schedule (default "
+                        f"{DEFAULT_GRACE:.3g}; progress-asha: its old {OLD_GRACE})")
+    p.add_argument("--reduction-factor", type=float, default=2.0,
+                   help="keep the best 1/rf of the trials at each rung (default 2)")
+    p.add_argument("--probe-length", type=float, default=0.5,
+                   help="step-probe: length of the LR-step probe as a fraction of an epoch")
     p.add_argument("--metric", default=None, help="metric to optimise (default coco/bbox_mAP, or the val evaluator's first metric when it reports no COCO box mAP)")
     p.add_argument("--mode", choices=["max", "min"], default="max")
     p.add_argument("--storage-path", default="experiments",
@@ -67,6 +77,7 @@ def prepare(args: argparse.Namespace):
     from raytune_ft.preflight import (check_annotations, check_load_from,
                                       check_load_from_fits, check_metric,
                                       check_points_apply, check_storage, default_metric, smoke)
+    from raytune_ft.scheduler import probe_spec
     from raytune_ft.space import TrialShape, load_space, recipe_point, to_hparams
     from raytune_ft.trainable import SearchJob
     from raytune_ft.trial import TrialResources
@@ -94,6 +105,7 @@ def prepare(args: argparse.Namespace):
     check_load_from_fits(cfg)
     check_metric(cfg, args.metric)
     check_storage(args.storage_path)
+    args.grace = check_scheduler_args(args, cfg)
     recipe = read_hparams(cfg)
     batch = int(cfg.train_dataloader.get("batch_size", 1))
     shape = TrialShape(total_batch=batch * args.workers,
@@ -112,8 +124,46 @@ def prepare(args: argparse.Namespace):
                                  args.placement),
         experiment_dir=os.path.join(storage, name), metric=args.metric, mode=args.mode,
         max_failures=args.max_failures, num_to_keep=args.num_to_keep,
+        probe=probe_spec(args.scheduler, args.grace, args.reduction_factor, args.probe_length),
     )
     return job, points, storage, name, data
+
+
+def check_scheduler_args(args: argparse.Namespace, cfg) -> float:
+    """The scheduler flags make a rung ladder the chosen rule can honour; returns the grace."""
+    from raytune_ft.hparams import find_scheduler
+    from raytune_ft.preflight import ENGINE_METRICS
+    from raytune_ft.scheduler import rung_fractions
+
+    grace = args.grace if args.grace is not None else (
+        OLD_GRACE if args.scheduler == "progress-asha" else DEFAULT_GRACE)
+    if args.scheduler == "fifo":
+        return grace
+    if not 0 < grace < 1:
+        raise UserError(f"--grace is the first rung as a fraction of each trial's schedule and "
+                        f"must be in (0, 1), got {grace:g}.")
+    if args.reduction_factor <= 1:
+        raise UserError(f"--reduction-factor must be > 1 (keep the best 1/rf at each rung), "
+                        f"got {args.reduction_factor:g}.")
+    if args.scheduler in ("step-probe", "step-after"):
+        if find_scheduler(cfg, "MultiStepLR") is None:
+            raise UserError(f"--scheduler {args.scheduler} compares trials around their LR step, "
+                            "but the config's param_scheduler has no MultiStepLR (an LR step). "
+                            "Use --scheduler progress-asha or fifo for other schedules.")
+        if args.scheduler == "step-probe" and args.metric in ENGINE_METRICS:
+            raise UserError(f"--scheduler step-probe ranks trials before their LR step on the "
+                            f"probe's validation score, but --metric {args.metric} is not a val "
+                            "metric the probe can measure. Use a metric of the val evaluator, or "
+                            "--scheduler step-after.")
+        if not 0 < args.probe_length <= 1:
+            raise UserError(f"--probe-length is a fraction of an epoch in (0, 1], got "
+                            f"{args.probe_length:g}.")
+    rungs = rung_fractions(grace, args.reduction_factor)
+    if not rungs:
+        raise UserError(f"--grace {grace:g} with --reduction-factor {args.reduction_factor:g} "
+                        "places no rung before the end of a schedule, so nothing would ever "
+                        "be stopped; lower --grace or use --scheduler fifo.")
+    return grace
 
 
 def parse_points(text: str | None, space) -> list[dict[str, Any]]:
@@ -138,29 +188,17 @@ def build_searcher(args, job, points: list[dict[str, Any]]):
 
     if args.searcher == "tpe":
         import optuna
-        from ray.tune.search.optuna import OptunaSearch
+
+        from raytune_ft.searcher import StepFairOptunaSearch
 
         os.makedirs(job.experiment_dir, exist_ok=True)
         storage = optuna.storages.RDBStorage(f"sqlite:///{job.experiment_dir}/optuna.db")
-        return OptunaSearch(metric=job.metric, mode=job.mode, points_to_evaluate=points,
+        return StepFairOptunaSearch(metric=job.metric, mode=job.mode, points_to_evaluate=points,
                             sampler=optuna.samplers.TPESampler(seed=args.seed),
                             storage=storage, study_name=os.path.basename(job.experiment_dir))
     # A SearchGenerator ignores TuneConfig.max_concurrent_trials: bound it here.
     return BasicVariantGenerator(points_to_evaluate=points, random_state=args.seed,
                                  max_concurrent=args.max_concurrent)
-
-
-def build_scheduler(args, job):
-    from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
-
-    if args.scheduler == "fifo":
-        return FIFOScheduler()
-    # Schedule-aware ASHA: time is `progress` = epoch / the trial's own max_epochs, so rungs sit
-    # at the same fraction of every trial's schedule (a 4-epoch trial is judged after epoch 2
-    # against a 12-epoch trial after epoch 6, both at half of their schedules).
-    return AsyncHyperBandScheduler(time_attr="progress", metric=job.metric, mode=job.mode,
-                                   max_t=1.0, grace_period=args.grace,
-                                   reduction_factor=args.reduction_factor)
 
 
 def trial_driver_resources(nodes: list[dict[str, float]]) -> dict[str, float]:
@@ -175,6 +213,7 @@ def build_tuner(args, job, points, storage: str, name: str, nodes: list[dict[str
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+    from raytune_ft.scheduler import build_scheduler
     from raytune_ft.trainable import tune_trainable
 
     trainable = tune.with_resources(tune.with_parameters(tune_trainable, job=job),
@@ -195,7 +234,8 @@ def build_tuner(args, job, points, storage: str, name: str, nodes: list[dict[str
         param_space=job.space.to_tune(args.searcher, args.grid_points),
         tune_config=tune.TuneConfig(
             search_alg=build_searcher(args, job, points),
-            scheduler=build_scheduler(args, job),
+            scheduler=build_scheduler(args.scheduler, job.metric, job.mode, args.grace,
+                                      args.reduction_factor),
             num_samples=num_samples,
             max_concurrent_trials=args.max_concurrent,
         ),

@@ -35,6 +35,7 @@ class SearchJob:
     mode: str
     max_failures: int
     num_to_keep: int
+    probe: dict[str, Any] | None = None  # LR-step probe at the scheduler's rungs (step-probe)
 
 
 def trial_hparams(config: dict[str, Any], job: SearchJob) -> dict[str, Any]:
@@ -57,6 +58,7 @@ def tune_trainable(config: dict[str, Any], job: SearchJob) -> None:
         num_to_keep=job.num_to_keep,
         metric=job.metric,
         mode=job.mode,
+        probe=job.probe,
     )
     print(f"[raytune_ft] trial {trial_id}: {hparams}", flush=True)
     run_trial(cfg, spec, callbacks=[TuneReportCallback()])

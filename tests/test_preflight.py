@@ -114,6 +114,20 @@ def test_space_names_a_hparam_the_config_cannot_take(ray_session, setup, capsys)
     assert rc == 2 and "warmup_iters" in err and "LinearLR" in err, err
 
 
+@pytest.mark.parametrize("extra_cfg, flags, needles", [
+    ("param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, "
+     "end=4)]", [], ["--scheduler step-probe", "no MultiStepLR"]),
+    ("", ["--grace", "1.5"], ["--grace", "(0, 1)"]),
+    ("", ["--reduction-factor", "1"], ["--reduction-factor", "> 1"]),
+    ("", ["--metric", "train_loss"], ["step-probe", "train_loss", "probe"]),
+    ("", ["--probe-length", "0"], ["--probe-length"]),
+])
+def test_scheduler_flags_the_rule_cannot_honour(ray_session, setup, capsys, extra_cfg, flags,
+                                                needles):
+    rc, err = run_check(setup, capsys, extra_cfg, *flags)
+    assert rc == 2 and all(n in err for n in needles), err
+
+
 def test_impossible_resources_say_what_the_cluster_has(ray_session, setup, capsys):
     rc, err = run_check(setup, capsys, "", "--gpus-per-worker", "1")
     assert rc == 2 and "0 GPU in total" in err, err

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import optuna
+from optuna.trial import TrialState
 import pytest
 from mmengine.config import Config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -92,7 +93,8 @@ def test_asha_stops_a_bad_trial_and_divergence_gets_a_finite_value(ray_session, 
     rc = search_main(["--config", str(cfg), "--space", str(space), "--num-samples", "3",
                       "--storage-path", str(storage), "--name", "asha", "--points", points,
                       "--metric", "train_loss", "--mode", "min", "--grace", "0.3",
-                      "--reduction-factor", "2", "--max-failures", "0"])
+                      "--reduction-factor", "2", "--max-failures", "0",
+                      "--scheduler", "progress-asha"])
     assert rc == 0
     exp = storage / "asha"
     rows = read_rows(exp)
@@ -104,8 +106,36 @@ def test_asha_stops_a_bad_trial_and_divergence_gets_a_finite_value(ray_session, 
     summary = json.loads((exp / "summary.json").read_text())
     assert summary["best_trial"] == good["trial_id"]
     assert summary["device_seconds_saved_by_early_stopping"] > 0
-    # Optuna got finite values for every trial, the diverged one the worst
+    # Optuna: the finished trial COMPLETE with its value, the diverged one COMPLETE with the
+    # finite worst value, the early-stopped one PRUNED (its truncated value is never a result)
     study = optuna.load_study(study_name="asha", storage=f"sqlite:///{exp}/optuna.db")
-    values = [t.value for t in study.trials]
-    assert all(v is not None and v == v for v in values), values
-    assert max(values) == pytest.approx(1.0e9)
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.COMPLETE], states
+    assert study.trials[0].value == pytest.approx(float(good["last train_loss"]), abs=1e-3)
+    assert study.trials[1].value is None
+    assert study.trials[2].value == pytest.approx(1.0e9)
+
+
+def test_step_probe_scores_trials_before_their_step_and_optuna_learns_probe_values(
+        ray_session, tiny_search):
+    cfg, space, storage = tiny_search
+    rc = search_main(["--config", str(cfg), "--space", str(space), "--num-samples", "2",
+                      "--storage-path", str(storage), "--name", "probe", "--seed", "3"])
+    assert rc == 0  # the default scheduler: step-probe
+    exp = storage / "probe"
+    rows = read_rows(exp)
+    trial0 = rows[0]  # the recipe: 3 epochs, LR step after epoch 2; rungs at 1/3, 2/3
+    epochs = [json.loads(line) for line in
+              (exp / "trials" / f"trial_{trial0['trial_id']}" / "metrics.jsonl").open()]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3] and trial0["status"] == "finished"
+    assert ["probe/coco/bbox_mAP" in e for e in epochs] == [True, True, False]
+    assert all(e["lr_step_epoch"] == 2 for e in epochs)
+    # what Optuna learned of trial 0: probe values before the step, the metric after it
+    study = optuna.load_study(study_name="probe", storage=f"sqlite:///{exp}/optuna.db")
+    first = study.trials[0]
+    assert first.intermediate_values == pytest.approx(
+        {1: epochs[0]["probe/coco/bbox_mAP"], 2: epochs[1]["probe/coco/bbox_mAP"],
+         3: epochs[2]["coco/bbox_mAP"]})
+    assert first.state == TrialState.COMPLETE
+    for row, trial in zip(rows, study.trials):
+        assert (trial.state == TrialState.PRUNED) == (row["status"] == "stopped"), (row, trial)
