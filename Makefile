@@ -1,7 +1,7 @@
 # raytune_ft developer commands. Each target sets up .venv first (idempotent, seconds when done).
 PY := .venv/bin/python
 
-.PHONY: setup test demo train-demo doctor bench
+.PHONY: setup test demo train-demo doctor bench replay
 
 setup:
 	bash scripts/setup.sh
@@ -20,3 +20,6 @@ doctor: setup
 
 bench: setup
 	$(PY) bench/overhead.py
+
+replay: setup
+	$(PY) bench/replay.py

@@ -1,8 +1,8 @@
-"""Search efficiency on the embedded demo: TPE + schedule-aware ASHA against random search
+"""Search efficiency on the embedded demo: TPE + step-probe ASHA (the default) against random search
 without early stopping, with the same number of trials, run one after the other in one process.
 
 Prints each search's best metric, trial 0's (the recipe's) metric, total trial-epochs and
-device-seconds, and the ratios. Results land in experiments/bench_<time>_{tpe_asha,random_fifo}.
+device-seconds, and the ratios. Results land in experiments/bench_<time>_{tpe_stepprobe,random_fifo}.
 
     .venv/bin/python bench/search_efficiency.py [--num-samples 6] [-- extra search flags]
 """
@@ -45,10 +45,10 @@ def main() -> None:
     ap.add_argument("--storage-path", default=str(REPO / "experiments"))
     args, extra = ap.parse_known_args()
     stamp = time.strftime("%Y%m%d_%H%M%S")
-    a = run(f"bench_{stamp}_tpe_asha", "tpe", "asha", args, extra)
+    a = run(f"bench_{stamp}_tpe_stepprobe", "tpe", "step-probe", args, extra)
     b = run(f"bench_{stamp}_random_fifo", "random", "fifo", args, extra)
     metric = a["metric"]
-    print(f"\n{'':28s}{'TPE + ASHA':>14s}{'random, no ES':>16s}{'ratio':>8s}")
+    print(f"\n{'':28s}{'TPE+step-probe':>14s}{'random, no ES':>16s}{'ratio':>8s}")
     for label, key in [(f"best {metric}", "best_metric"), ("trial 0 (recipe) metric", "trial0_metric"),
                        ("trial-epochs", "trial_epochs"), ("device-seconds", "total_device_seconds"),
                        ("wall seconds", "wall_s")]:

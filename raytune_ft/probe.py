@@ -44,6 +44,17 @@ def probe_epochs(rungs: Iterable[float], max_epochs: int, step_epoch: int) -> li
     return sorted(epochs)
 
 
+def lr_step(cfg) -> tuple[int, float]:
+    """The last epoch before the first LR step (max_epochs without a MultiStepLR) and its gamma."""
+    from raytune_ft.hparams import find_scheduler
+
+    max_epochs = int(cfg.train_cfg.max_epochs)
+    sched = find_scheduler(cfg, "MultiStepLR")
+    if sched is None or not sched.get("milestones"):
+        return max_epochs, 0.1
+    return int(min(sched["milestones"])), float(sched.get("gamma", 0.1))
+
+
 def _rng_state() -> dict[str, Any]:
     state = {"python": random.getstate(), "numpy": np.random.get_state(),
              "torch": torch.get_rng_state()}

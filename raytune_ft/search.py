@@ -21,6 +21,11 @@ from raytune_ft.errors import UserError, user_errors_exit_2
 SCHEDULERS = ("step-probe", "step-after", "progress-asha", "fifo")  # raytune_ft.scheduler
 DEFAULT_GRACE = 1 / 3  # rungs at 1/3 and 2/3 of each schedule (rf 2)
 OLD_GRACE = 0.34
+# Chosen on the demo's curve replay (bench/replay.py, 300 seeds): with 10-30 trials, TPE that
+# starts modelling after 3 trials reached 95% of the best config in about half the trial-epochs
+# of Optuna's default 10 (2 and 3 tie; 4, 5 and 10 are slower).
+TPE_STARTUP_TRIALS = 3
+DEMO_TRIALS = 10  # about 55 trial-epochs on the demo: ~10 min on 2 CPU cores
 TRIAL_DRIVER_CPU = 0.01  # the Tune trial only drives a Train run; its workers hold the resources
 
 
@@ -30,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", default=None,
                    help="search space YAML (default search_spaces/default.yaml; demo: demo.yaml)")
     add_resource_args(p, workers_flag="--workers-per-trial")
-    p.add_argument("--num-samples", type=int, default=None, help="trials to run (default 8; the demo: 6)")
+    p.add_argument("--num-samples", type=int, default=None,
+                   help=f"trials to run (default 8; the demo: {DEMO_TRIALS})")
     p.add_argument("--max-concurrent", type=int, default=1, help="trials running at once")
     p.add_argument("--scheduler", choices=list(SCHEDULERS), default="step-probe",
                    help="early stopping: step-probe (default: ASHA ranking trials before their LR "
@@ -38,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "after its LR step), progress-asha (the old rule: ASHA on raw values at "
                         "a fraction of each schedule, biased against high lr), fifo (none)")
     p.add_argument("--searcher", choices=["tpe", "random", "grid"], default="tpe")
+    p.add_argument("--startup-trials", type=int, default=TPE_STARTUP_TRIALS,
+                   help="TPE: trials sampled at random (the recipe included) before TPE models "
+                        f"the results (default {TPE_STARTUP_TRIALS}; Optuna's own default is 10, "
+                        "tuned for cheap objectives)")
     p.add_argument("--grid-points", type=int, default=3,
                    help="values per continuous parameter for --searcher grid")
     p.add_argument("--grace", type=float, default=None,
@@ -92,10 +102,12 @@ def prepare(args: argparse.Namespace):
                                        "search_spaces" / "demo.yaml")
     args.cpus_per_worker = default_cpus_per_worker(args, demo, reserved=TRIAL_DRIVER_CPU)
     args.space = args.space or "search_spaces/default.yaml"
-    args.num_samples = args.num_samples or (6 if demo else 8)
+    args.num_samples = args.num_samples or (DEMO_TRIALS if demo else 8)
     check_resources(args.workers, args.cpus_per_worker, args.gpus_per_worker)
     if args.num_samples < 1 or args.max_concurrent < 1:
         raise UserError("--num-samples and --max-concurrent must be >= 1.")
+    if args.startup_trials < 1:
+        raise UserError(f"--startup-trials must be >= 1, got {args.startup_trials}.")
     cfg = load_config(args.config, args.cfg_options)
     args.metric = args.metric or default_metric(cfg)
     space = load_space(args.space)
@@ -194,7 +206,8 @@ def build_searcher(args, job, points: list[dict[str, Any]]):
         os.makedirs(job.experiment_dir, exist_ok=True)
         storage = optuna.storages.RDBStorage(f"sqlite:///{job.experiment_dir}/optuna.db")
         return StepFairOptunaSearch(metric=job.metric, mode=job.mode, points_to_evaluate=points,
-                            sampler=optuna.samplers.TPESampler(seed=args.seed),
+                            sampler=optuna.samplers.TPESampler(
+                                seed=args.seed, n_startup_trials=args.startup_trials),
                             storage=storage, study_name=os.path.basename(job.experiment_dir))
     # A SearchGenerator ignores TuneConfig.max_concurrent_trials: bound it here.
     return BasicVariantGenerator(points_to_evaluate=points, random_state=args.seed,

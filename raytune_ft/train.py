@@ -43,8 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_probe(epochs: str | None, length: float) -> dict | None:
-    """`--probe-epochs 1,2,3 --probe-length 0.5` as the trial's probe spec."""
+def parse_probe(epochs: str | None, length: float, cfg) -> dict | None:
+    """`--probe-epochs 1,2,3 --probe-length 0.5` as the trial's probe spec; every epoch must
+    come before the config's LR step (after it there is no step left to probe)."""
+    from raytune_ft.probe import lr_step
+
     if not epochs:
         return None
     try:
@@ -56,6 +59,12 @@ def parse_probe(epochs: str | None, length: float) -> dict | None:
         raise UserError(f"--probe-epochs must list epochs >= 1, got {epochs!r}.")
     if not 0 < length <= 1:
         raise UserError(f"--probe-length is a fraction of an epoch in (0, 1], got {length}.")
+    step, _ = lr_step(cfg)
+    late = [e for e in values if e > step or e >= int(cfg.train_cfg.max_epochs)]
+    if late:
+        raise UserError(f"--probe-epochs {late} are not before this run's LR step (after epoch "
+                        f"{step} of {cfg.train_cfg.max_epochs}): a probe asks what a step at "
+                        f"that epoch would give. Use epochs 1..{min(step, int(cfg.train_cfg.max_epochs) - 1)}.")
     return {"epochs": values, "epoch_fraction": length}
 
 
@@ -72,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     check_resources(args.workers, args.cpus_per_worker, args.gpus_per_worker)
     cfg = load_config(config, args.cfg_options, parse_hparams(args.hparams))
     args.metric = args.metric or default_metric(cfg)
+    probe = parse_probe(args.probe_epochs, args.probe_length, cfg)
     work_dir = Path(args.work_dir or Path("work_dirs") / Path(config).stem).resolve()
     name = args.name or time.strftime("train_%Y%m%d_%H%M%S")
     spec = TrialSpec(
@@ -79,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         resources=TrialResources(args.workers, args.cpus_per_worker, args.gpus_per_worker,
                                  args.placement),
         max_failures=args.max_failures, metric=args.metric,
-        probe=parse_probe(args.probe_epochs, args.probe_length),
+        probe=probe,
     )
     cluster = init_ray(args.address)
     check_cluster_fits(cluster, args.workers, args.cpus_per_worker, args.gpus_per_worker,

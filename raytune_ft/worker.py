@@ -17,7 +17,7 @@ from typing import Any
 from raytune_ft.checkpoints import allow_mmengine_checkpoints
 from raytune_ft.hooks import CHECKPOINT_FILE, TrainingDiverged
 from raytune_ft.preflight import expected_metrics
-from raytune_ft.probe import probe_epochs
+from raytune_ft.probe import lr_step, probe_epochs
 
 log = logging.getLogger(__name__)
 
@@ -97,17 +97,6 @@ def prepare_worker_config(cfg, job: dict[str, Any], rank: int, world_size: int,
                                epoch_fraction=float(probe.get("epoch_fraction", 0.5))))
     cfg.custom_hooks = custom
     return cfg, start
-
-
-def lr_step(cfg) -> tuple[int, float]:
-    """The last epoch before the first LR step (max_epochs without a MultiStepLR) and its gamma."""
-    from raytune_ft.hparams import find_scheduler
-
-    max_epochs = int(cfg.train_cfg.max_epochs)
-    sched = find_scheduler(cfg, "MultiStepLR")
-    if sched is None or not sched.get("milestones"):
-        return max_epochs, 0.1
-    return int(min(sched["milestones"])), float(sched.get("gamma", 0.1))
 
 
 def train_loop_per_worker(job: dict[str, Any]) -> None:

@@ -29,6 +29,9 @@ def test_doctor_passes_on_the_installed_stack():
     (["--hparams", '{"milestones": [40]}'], "milestone(s) [40]"),
     (["--hparams", '{"learnrate": 0.1}'], "learnrate"),
     (["--workers", "0"], "--workers"),
+    (["--probe-epochs", "two"], "--probe-epochs must be comma-separated"),
+    (["--probe-epochs", "5"], "--probe-epochs [5] are not before this run's LR step"),
+    (["--probe-epochs", "1", "--probe-length", "3"], "--probe-length"),
 ])
 def test_train_bad_input_exits_2_naming_it(args, needle):
     proc = run("raytune_ft.train", *args)

@@ -130,12 +130,13 @@ def test_step_probe_scores_trials_before_their_step_and_optuna_learns_probe_valu
     assert [e["epoch"] for e in epochs] == [1, 2, 3] and trial0["status"] == "finished"
     assert ["probe/coco/bbox_mAP" in e for e in epochs] == [True, True, False]
     assert all(e["lr_step_epoch"] == 2 for e in epochs)
-    # what Optuna learned of trial 0: probe values before the step, the metric after it
+    # what Optuna learned of trial 0: probe values at the pre-step rungs, never the raw pre-step
+    # metric, and the final (post-step) metric as its result
     study = optuna.load_study(study_name="probe", storage=f"sqlite:///{exp}/optuna.db")
     first = study.trials[0]
     assert first.intermediate_values == pytest.approx(
-        {1: epochs[0]["probe/coco/bbox_mAP"], 2: epochs[1]["probe/coco/bbox_mAP"],
-         3: epochs[2]["coco/bbox_mAP"]})
+        {1: epochs[0]["probe/coco/bbox_mAP"], 2: epochs[1]["probe/coco/bbox_mAP"]})
     assert first.state == TrialState.COMPLETE
+    assert first.value == pytest.approx(epochs[2]["coco/bbox_mAP"])
     for row, trial in zip(rows, study.trials):
         assert (trial.state == TrialState.PRUNED) == (row["status"] == "stopped"), (row, trial)

@@ -1,0 +1,117 @@
+"""Measure the demo's learning-curve table (bench/curves/demo.json) that bench/replay.py replays.
+
+Every config of a grid over the demo space (lr x max_epochs x LR-step epoch, warmup fixed at the
+recipe's) is fine-tuned once with `raytune_ft.train` (the same Ray Train engine a search uses,
+seeded), and its committed per-epoch reports are stored: val metrics, train loss, lr, and the
+wall-clock cost of each epoch. The run of each lr with the latest LR step also runs the LR-step
+probe after every epoch before its step, so the table holds a probe value for every
+(lr, epoch) a scheduler could ask about; before its step a trial's training does not depend on
+its step or length, so these probe values hold for every schedule of that lr (the table checks
+that claim: the shared pre-step epochs of one lr's runs must be equal).
+
+Nothing is interpolated: the replay only ever returns values measured here. The script writes
+the file after every run and skips configs already in it, so it can be stopped and restarted.
+
+    .venv/bin/python bench/measure_curves.py [--out bench/curves/demo.json] [--lrs ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+# The demo space's schedules: max_epochs in {4, 6}, step_frac in [0.6, 0.9] -> these LR steps.
+SCHEDULES = [(6, 5), (6, 4), (4, 3), (4, 2)]
+LRS = [0.02, 0.048, 0.011, 0.036, 0.015, 0.06, 0.027, 0.008]  # log-spaced 0.008..0.06, recipe first
+WARMUP_ITERS = 50
+PROBE_LENGTH = 0.5
+
+
+def config_key(lr: float, max_epochs: int, step: int) -> str:
+    return f"lr{lr:g}_e{max_epochs}_s{step}"
+
+
+def load(path: Path) -> dict:
+    if path.exists():
+        return json.loads(path.read_text())
+    return {"about": {}, "configs": {}}
+
+
+def save(path: Path, table: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(table, indent=1))
+    os.replace(tmp, path)
+
+
+def measure(lr: float, max_epochs: int, step: int, probe: bool, work_dir: Path) -> dict:
+    from raytune_ft.callbacks import read_metrics
+    from raytune_ft.train import main as train_main
+
+    name = config_key(lr, max_epochs, step)
+    argv = ["--hparams", json.dumps({"lr": lr, "max_epochs": max_epochs, "milestones": [step],
+                                     "warmup_iters": WARMUP_ITERS}),
+            "--name", name, "--work-dir", str(work_dir)]
+    if probe:
+        argv += ["--probe-epochs", ",".join(str(e) for e in range(1, step + 1)),
+                 "--probe-length", str(PROBE_LENGTH)]
+    shutil.rmtree(work_dir / name, ignore_errors=True)  # a cut-short run would resume, not restart
+    started = time.time()
+    rc = train_main(argv)
+    if rc != 0:
+        raise SystemExit(f"{name}: raytune_ft.train exited {rc}")
+    epochs = read_metrics(str(work_dir / name))
+    keep = ("epoch", "coco/bbox_mAP", "coco/bbox_mAP_50", "train_loss", "lr", "iters_per_s",
+            "diverged", "probe/coco/bbox_mAP", "probe/coco/bbox_mAP_50", "probe_seconds",
+            "probe_iters", "reported_at", "train_started_at")
+    rows = [{k: e[k] for k in keep if k in e} for e in epochs]
+    return {"lr": lr, "max_epochs": max_epochs, "step": step, "warmup_iters": WARMUP_ITERS,
+            "probed": probe, "started_at": started, "wall_s": time.time() - started,
+            "epochs": rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default=str(REPO / "bench" / "curves" / "demo.json"))
+    ap.add_argument("--work-dir", default=str(REPO / "work_dirs" / "curves"))
+    ap.add_argument("--lrs", type=float, nargs="+", default=LRS)
+    args = ap.parse_args()
+    out = Path(args.out)
+    table = load(out)
+    table["about"] = {
+        "what": "per-epoch val curves of the embedded demo (Faster R-CNN MobileNetV2-FPN on "
+                "deepforest tree tiles, 120 train / 50 val), one raytune_ft.train run per config",
+        "made_by": "bench/measure_curves.py",
+        "grid": {"lr": sorted(args.lrs), "schedules (max_epochs, lr_step_epoch)": SCHEDULES,
+                 "warmup_iters": WARMUP_ITERS},
+        "seed": "randomness.seed=0 (the demo config)",
+        "probe": f"LR-step probe ({PROBE_LENGTH} epoch at lr x 0.1) after every pre-step epoch "
+                 f"of the step-{SCHEDULES[0][1]} run of each lr",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}, "
+                   "1 Ray Train worker with all cores, no GPU",
+    }
+    total = time.time()
+    for lr in args.lrs:
+        for i, (max_epochs, step) in enumerate(SCHEDULES):
+            key = config_key(lr, max_epochs, step)
+            if key in table["configs"]:
+                continue
+            print(f"[measure] {key} ({len(table['configs'])} configs done)", flush=True)
+            table["configs"][key] = measure(lr, max_epochs, step, probe=(i == 0),
+                                            work_dir=Path(args.work_dir))
+            table["about"]["wall_s_total"] = sum(c["wall_s"] for c in table["configs"].values())
+            save(out, table)
+    print(f"[measure] done: {len(table['configs'])} configs in {out} "
+          f"({time.time() - total:.0f}s this run)")
+
+
+if __name__ == "__main__":
+    main()
