@@ -102,10 +102,12 @@ def prepare(args: argparse.Namespace):
                                        "search_spaces" / "demo.yaml")
     args.cpus_per_worker = default_cpus_per_worker(args, demo, reserved=TRIAL_DRIVER_CPU)
     args.space = args.space or "search_spaces/default.yaml"
-    args.num_samples = args.num_samples or (DEMO_TRIALS if demo else 8)
+    if args.num_samples is None:
+        args.num_samples = DEMO_TRIALS if demo else 8
     check_resources(args.workers, args.cpus_per_worker, args.gpus_per_worker)
     if args.num_samples < 1 or args.max_concurrent < 1:
-        raise UserError("--num-samples and --max-concurrent must be >= 1.")
+        raise UserError(f"--num-samples and --max-concurrent must be >= 1, got "
+                        f"{args.num_samples} and {args.max_concurrent}.")
     if args.startup_trials < 1:
         raise UserError(f"--startup-trials must be >= 1, got {args.startup_trials}.")
     cfg = load_config(args.config, args.cfg_options)

@@ -121,8 +121,10 @@ def test_space_names_a_hparam_the_config_cannot_take(ray_session, setup, capsys)
     ("", ["--reduction-factor", "1"], ["--reduction-factor", "> 1"]),
     ("", ["--metric", "train_loss"], ["step-probe", "train_loss", "probe"]),
     ("", ["--probe-length", "0"], ["--probe-length"]),
+    ("", ["--num-samples", "0"], ["--num-samples", "got 0"]),
+    ("", ["--startup-trials", "0"], ["--startup-trials"]),
 ])
-def test_scheduler_flags_the_rule_cannot_honour(ray_session, setup, capsys, extra_cfg, flags,
+def test_search_flags_the_rule_cannot_honour(ray_session, setup, capsys, extra_cfg, flags,
                                                 needles):
     rc, err = run_check(setup, capsys, extra_cfg, *flags)
     assert rc == 2 and all(n in err for n in needles), err
