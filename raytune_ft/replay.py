@@ -201,20 +201,17 @@ def replay(design: Design, table: CurveTable, space: SearchSpace, budget: float,
         log = TrialLog((curve.lr, max_epochs, step), 0, False, 0)
         trials.append(log)
         result: dict[str, Any] = {}
-        for epoch, value in enumerate(curve.values, start=1):
-            cost = 1.0 + (table.probe_cost if epoch in probe_at else 0.0)
+        for result in curve_results(table, curve, probe_at):
+            epoch, diverged = result["epoch"], bool(result["diverged"])
+            probed = PROBE_PREFIX + metric in result
+            cost = 1.0 + (table.probe_cost if probed else 0.0)
             if spent + cost > budget:
                 return ReplayRun(design.name, seed, budget, trace, trials)
             spent += cost
-            diverged = curve.diverged and epoch == len(curve.values)
-            result = {metric: value, "epoch": epoch, "max_epochs": max_epochs,
-                      "progress": epoch / max_epochs, "lr_step_epoch": step,
-                      "training_iteration": epoch, "diverged": float(diverged)}
-            if epoch in probe_at and not diverged:
-                result[PROBE_PREFIX + metric] = table.probes[(curve.lr, epoch)]
-                log.probes += 1
+            result["training_iteration"] = epoch
+            log.probes += int(probed)
             log.epochs_run = epoch
-            best = max(best, value)
+            best = max(best, result[metric])
             trace.append((spent, best))
             decision = scheduler.on_trial_result(None, trial, result)
             if decision == TrialScheduler.STOP or diverged:  # a diverged trial ends itself
@@ -224,6 +221,33 @@ def replay(design: Design, table: CurveTable, space: SearchSpace, budget: float,
         scheduler.on_trial_complete(None, trial, result)
         searcher.on_trial_complete(trial.trial_id, result=result)
     return ReplayRun(design.name, seed, budget, trace, trials)
+
+
+def table_trainable(config: dict[str, Any], table: CurveTable, rungs: list[float]) -> None:
+    """A Tune function trainable that reports a measured curve instead of training (for a real
+    `tune.Tuner` over the table: `tune.with_parameters(table_trainable, table=..., rungs=...)`;
+    `rungs` are the step-probe scheduler's, empty for rules without a probe)."""
+    from ray import tune
+
+    max_epochs = int(config["max_epochs"])
+    step = step_epoch(float(config["step_frac"]), max_epochs)
+    curve = table.lookup(float(config["lr"]), max_epochs, step)
+    for result in curve_results(table, curve, set(probe_epochs(rungs, max_epochs, step))):
+        tune.report(result)
+
+
+def curve_results(table: CurveTable, curve: Curve, probe_at: set[int]):
+    """The reports a trial of `curve` makes, epoch by epoch, as `RayTrainReportHook` makes
+    them: metric, epoch, progress, LR-step epoch, divergence and the probe where one runs."""
+    max_epochs = curve.max_epochs
+    for epoch, value in enumerate(curve.values, start=1):
+        diverged = curve.diverged and epoch == len(curve.values)
+        result = {table.metric: value, "epoch": epoch, "max_epochs": max_epochs,
+                  "progress": epoch / max_epochs, "lr_step_epoch": curve.step,
+                  "diverged": float(diverged)}
+        if epoch in probe_at and not diverged:
+            result[PROBE_PREFIX + table.metric] = table.probes[(curve.lr, epoch)]
+        yield result
 
 
 def summarize(runs: list[ReplayRun], table: CurveTable) -> dict[str, Any]:

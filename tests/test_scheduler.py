@@ -127,3 +127,29 @@ def test_the_committed_demo_curve_table_replays_with_every_design():
         assert run.trials[0].key == (0.02, 6, 4)  # trial 0 is the recipe
         assert run.trace and run.trace[-1][0] <= 30.0
         assert (design.scheduler == "step-probe") == any(t.probes for t in run.trials)
+
+
+@pytest.mark.parametrize("design, high_epochs", [
+    (Design("default", "step-probe", "tpe"), 4),
+    (Design("old", "progress-asha", "tpe", grace=0.34, stock_optuna=True), 2),
+])
+def test_the_replay_decides_as_a_real_tune_run_does(ray_session, tmp_path, design, high_epochs):
+    """The replay's loop stands in for Tune's controller: a real `tune.Tuner` over the same
+    curves, scheduler and searcher stops the same trials at the same epochs."""
+    from ray import tune
+
+    from raytune_ft.replay import make_scheduler, make_searcher, table_trainable
+
+    scheduler = make_scheduler(design, METRIC)
+    rungs = getattr(scheduler, "rungs", []) if design.scheduler == "step-probe" else []
+    tuner = tune.Tuner(
+        tune.with_parameters(table_trainable, table=TABLE, rungs=rungs),
+        param_space=SPACE.to_tune("tpe"),
+        tune_config=tune.TuneConfig(search_alg=make_searcher(design, METRIC, 0, POINTS),
+                                    scheduler=scheduler, num_samples=2,
+                                    max_concurrent_trials=1),
+        run_config=tune.RunConfig(name=design.name, storage_path=str(tmp_path), verbose=0))
+    live = {r.config["lr"]: r.metrics["epoch"] for r in tuner.fit()}
+    _, replayed = fates(design)
+    assert live == {LOW: 4, HIGH: high_epochs}
+    assert {lr: t.epochs_run for lr, t in replayed.items()} == live
