@@ -52,7 +52,7 @@ def save(path: Path, table: dict) -> None:
     os.replace(tmp, path)
 
 
-def measure(lr: float, max_epochs: int, step: int, probe: bool, work_dir: Path) -> dict:
+def measure(lr: float, max_epochs: int, step: int, probe: list[int], work_dir: Path) -> dict:
     from raytune_ft.callbacks import read_metrics
     from raytune_ft.train import main as train_main
 
@@ -61,7 +61,7 @@ def measure(lr: float, max_epochs: int, step: int, probe: bool, work_dir: Path) 
                                      "warmup_iters": WARMUP_ITERS}),
             "--name", name, "--work-dir", str(work_dir)]
     if probe:
-        argv += ["--probe-epochs", ",".join(str(e) for e in range(1, step + 1)),
+        argv += ["--probe-epochs", ",".join(str(e) for e in probe),
                  "--probe-length", str(PROBE_LENGTH)]
     shutil.rmtree(work_dir / name, ignore_errors=True)  # a cut-short run would resume, not restart
     started = time.time()
@@ -74,7 +74,7 @@ def measure(lr: float, max_epochs: int, step: int, probe: bool, work_dir: Path) 
             "probe_iters", "reported_at", "train_started_at")
     rows = [{k: e[k] for k in keep if k in e} for e in epochs]
     return {"lr": lr, "max_epochs": max_epochs, "step": step, "warmup_iters": WARMUP_ITERS,
-            "probed": probe, "started_at": started, "wall_s": time.time() - started,
+            "probed": bool(probe), "started_at": started, "wall_s": time.time() - started,
             "epochs": rows}
 
 
@@ -83,29 +83,40 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "bench" / "curves" / "demo.json"))
     ap.add_argument("--work-dir", default=str(REPO / "work_dirs" / "curves"))
     ap.add_argument("--lrs", type=float, nargs="+", default=LRS)
+    ap.add_argument("--schedules", default=None,
+                    help="max_epochs:step pairs, e.g. 12:11,12:8 (default: the demo space's "
+                         f"{SCHEDULES}); the first is the probed run")
+    ap.add_argument("--probe-epochs", default=None,
+                    help="epochs the first schedule's run probes after (default: every epoch "
+                         "before its step)")
     args = ap.parse_args()
+    schedules = SCHEDULES if not args.schedules else [
+        tuple(int(v) for v in pair.split(":")) for pair in args.schedules.split(",")]
     out = Path(args.out)
     table = load(out)
     table["about"] = {
         "what": "per-epoch val curves of the embedded demo (Faster R-CNN MobileNetV2-FPN on "
                 "deepforest tree tiles, 120 train / 50 val), one raytune_ft.train run per config",
         "made_by": "bench/measure_curves.py",
-        "grid": {"lr": sorted(args.lrs), "schedules (max_epochs, lr_step_epoch)": SCHEDULES,
+        "grid": {"lr": sorted(args.lrs), "schedules (max_epochs, lr_step_epoch)": schedules,
                  "warmup_iters": WARMUP_ITERS},
         "seed": "randomness.seed=0 (the demo config)",
-        "probe": f"LR-step probe ({PROBE_LENGTH} epoch at lr x 0.1) after every pre-step epoch "
-                 f"of the step-{SCHEDULES[0][1]} run of each lr",
+        "probe": f"LR-step probe ({PROBE_LENGTH} epoch at lr x 0.1) after "
+                 + (f"epochs {args.probe_epochs}" if args.probe_epochs else "every pre-step epoch")
+                 + f" of the step-{schedules[0][1]} run of each lr",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}, "
                    "1 Ray Train worker with all cores, no GPU",
     }
     total = time.time()
     for lr in args.lrs:
-        for i, (max_epochs, step) in enumerate(SCHEDULES):
+        for i, (max_epochs, step) in enumerate(schedules):
             key = config_key(lr, max_epochs, step)
             if key in table["configs"]:
                 continue
             print(f"[measure] {key} ({len(table['configs'])} configs done)", flush=True)
-            table["configs"][key] = measure(lr, max_epochs, step, probe=(i == 0),
+            probe = ([int(e) for e in args.probe_epochs.split(",")] if args.probe_epochs
+                     else list(range(1, step + 1))) if i == 0 else []
+            table["configs"][key] = measure(lr, max_epochs, step, probe=probe,
                                             work_dir=Path(args.work_dir))
             table["about"]["wall_s_total"] = sum(c["wall_s"] for c in table["configs"].values())
             save(out, table)

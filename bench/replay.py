@@ -57,7 +57,7 @@ RECIPE = {"lr": 0.02, "max_epochs": 6, "step_frac": 4 / 6}  # configs/demo: lr 0
 
 
 def table_space(path: Path, table: CurveTable) -> SearchSpace:
-    """The demo space restricted to what the table varies (its warmup is fixed at 50)."""
+    """The space restricted to what the table varies (its warmup is fixed at 50)."""
     space = load_space(path)
     params = {k: v for k, v in space.params.items() if k in ("lr", "max_epochs", "step_frac")}
     return replace(space, params=params)
@@ -98,7 +98,7 @@ def table_facts(table: CurveTable) -> list[str]:
         lines.append(f"recipe (lr 0.02, step 4 of 6): {max(recipe.values):.3f}")
     lines.append(f"measured costs in epochs: trial start {table.start_cost:.2f}, LR-step probe "
                  f"{table.probe_cost:.2f}")
-    for epoch in (2, 3, 4):
+    for epoch in sorted({e for _, e in table.probes}):
         pre, probe, final = [], [], []
         for c in table.curves.values():
             if epoch <= c.step and (c.lr, epoch) in table.probes:
@@ -156,7 +156,10 @@ def write_png(runs_by_design: dict[str, list], budget: float, path: Path, table_
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--table", default=str(REPO / "bench" / "curves" / "demo.json"))
+    ap.add_argument("--table", nargs="+", default=[str(REPO / "bench" / "curves" / "demo.json")],
+                    help="curve table(s); several are merged (e.g. demo.json demo_long.json)")
+    ap.add_argument("--recipe", default=json.dumps(RECIPE),
+                    help="trial 0 in the space's terms (JSON)")
     ap.add_argument("--space", default=str(REPO / "search_spaces" / "demo.yaml"))
     ap.add_argument("--seeds", type=int, default=30)
     ap.add_argument("--first-seed", type=int, default=0)
@@ -171,7 +174,8 @@ def main() -> None:
     import logging
 
     logging.getLogger("ray").setLevel(logging.ERROR)
-    table = CurveTable.from_json(args.table)
+    table = CurveTable.from_json(*args.table)
+    recipe = json.loads(args.recipe)
     space = table_space(Path(args.space), table)
     designs = [d for d in DESIGNS + VARIANTS if d.name in args.designs]
     table_best, _ = table.best()
@@ -182,7 +186,7 @@ def main() -> None:
     for budget in budgets:
         out[budget] = {}
         for design in designs:
-            runs = [replay(design, table, space, budget, seed, points=[RECIPE])
+            runs = [replay(design, table, space, budget, seed, points=[recipe])
                     for seed in range(args.first_seed, args.first_seed + args.seeds)]
             out[budget][design.name] = summarize(runs, table)
             if budget == budgets[0]:

@@ -70,12 +70,14 @@ class CurveTable:
         return self.curves[key]
 
     @classmethod
-    def from_json(cls, path: str | Path, metric: str = "coco/bbox_mAP") -> "CurveTable":
-        """Read bench/curves/demo.json: curves, probe values and costs measured in one file."""
-        raw = json.loads(Path(path).read_text())
+    def from_json(cls, *paths: str | Path, metric: str = "coco/bbox_mAP") -> "CurveTable":
+        """Read bench/curves/demo.json (and more tables of the same set-up to merge with it):
+        curves, probe values and costs, all measured."""
+        runs = [run for path in paths
+                for run in json.loads(Path(path).read_text())["configs"].values()]
         curves, probes = {}, {}
         epoch_s, start_s, probe_s = [], [], []
-        for run in raw["configs"].values():
+        for run in runs:
             epochs = run["epochs"]
             values = tuple(float(e[metric]) for e in epochs)
             diverged = bool(epochs and epochs[-1].get("diverged"))
