@@ -17,7 +17,8 @@ METRICS_FILE = "metrics.jsonl"
 TB_DIR = "tensorboard"
 # Reported values that are bookkeeping, not curves.
 _NOT_SCALARS = {"epoch", "max_epochs", "resumed", "start_epoch", "progress", "diverged",
-                "train_started_at", "lr_step_epoch", "probe_epoch", "probe_iters", "reported_at", "probe_empty_predictions"}
+                "train_started_at", "lr_step_epoch", "probe_epoch", "probe_iters", "reported_at",
+                "probe_empty_predictions"}
 
 
 class EpochRecordCallback(UserCallback):

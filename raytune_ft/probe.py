@@ -4,8 +4,9 @@ Detection mAP jumps when the LR drops (He, Girshick, Dollar, "Rethinking ImageNe
 Pre-training", Fig. 1), so a high-lr run looks worse than a low-lr one until its own step. To
 compare runs fairly before their steps, the probe trains a copy of the current state for a few
 iterations at `lr x gamma` (what MultiStepLR would do), evaluates it on the val set, and then puts
-everything back: weights, BN statistics, optimizer state, every RNG and the batch sampler. The run continues on
-its own un-stepped schedule exactly as if no probe had happened (tested in tests/test_probe.py).
+everything back: weights, BN statistics, optimizer state, every RNG and the batch sampler. The
+run continues on its own un-stepped schedule exactly as if no probe had happened (tested in
+tests/test_probe.py).
 
 `StepProbeHook` runs it after the validation of chosen epochs; the early-stopping scheduler
 (`raytune_ft.scheduler`) ranks a trial that has not stepped yet on the probe's value.
@@ -25,6 +26,8 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
+from raytune_ft.errors import UserError
+
 PROBE_INFO = "raytune_ft_probe"  # message-hub key the report hook reads
 PROBE_PREFIX = "probe/"
 
@@ -42,6 +45,12 @@ def probe_epochs(rungs: Iterable[float], max_epochs: int, step_epoch: int) -> li
         if epoch <= step_epoch and epoch < max_epochs:
             epochs.add(epoch)
     return sorted(epochs)
+
+
+def check_probe_length(length: float) -> None:
+    """`--probe-length` is a fraction of an epoch (train and search share the flag)."""
+    if not 0 < length <= 1:
+        raise UserError(f"--probe-length is a fraction of an epoch in (0, 1], got {length:g}.")
 
 
 def lr_step(cfg) -> tuple[int, float]:

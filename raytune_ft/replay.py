@@ -61,6 +61,13 @@ class CurveTable:
         curve = max(self.curves.values(), key=lambda c: max(c.values))
         return max(curve.values), curve
 
+    def curve_for(self, config: dict[str, Any]) -> Curve:
+        """The measured curve of a sampled point: nearest lr, the exact LR step the space's
+        `step_frac` constraint gives for its `max_epochs`."""
+        max_epochs = int(config["max_epochs"])
+        return self.lookup(float(config["lr"]), max_epochs,
+                           step_epoch(float(config["step_frac"]), max_epochs))
+
     def lookup(self, lr: float, max_epochs: int, step: int) -> Curve:
         nearest = min(self.lrs, key=lambda v: abs(math.log(v) - math.log(lr)))
         key = (nearest, int(max_epochs), int(step))
@@ -152,6 +159,11 @@ def make_scheduler(design: Design, metric: str):
     return build_scheduler(design.scheduler, metric, "max", design.grace, design.reduction_factor)
 
 
+def probe_rungs(scheduler) -> list[float]:
+    """The rungs at which trials probe under `scheduler` (none unless it is step-probe)."""
+    return scheduler.rungs if getattr(scheduler, "probe", False) else []
+
+
 def make_searcher(design: Design, metric: str, seed: int, points: list[dict[str, Any]]):
     import optuna
     from ray.tune.search.optuna import OptunaSearch
@@ -184,7 +196,7 @@ def replay(design: Design, table: CurveTable, space: SearchSpace, budget: float,
     scheduler = make_scheduler(design, metric)
     searcher = make_searcher(design, metric, seed, points or [])
     searcher.set_search_properties(metric, "max", space.to_tune("tpe"))
-    rungs = getattr(scheduler, "rungs", [])
+    rungs = probe_rungs(scheduler)
     spent, best = 0.0, -math.inf
     trace: list[tuple[float, float]] = []
     trials: list[TrialLog] = []
@@ -192,15 +204,12 @@ def replay(design: Design, table: CurveTable, space: SearchSpace, budget: float,
     while spent + table.start_cost < budget:
         trial = _Trial(f"replay_{seed}_{n:04d}")
         n += 1
-        config = searcher.suggest(trial.trial_id)
-        max_epochs = int(config.get("max_epochs", 6))
-        step = step_epoch(float(config["step_frac"]), max_epochs)
-        curve = table.lookup(float(config["lr"]), max_epochs, step)
-        probe_at = set(probe_epochs(rungs, max_epochs, step)) \
-            if design.scheduler == "step-probe" else set()
+        curve = table.curve_for(searcher.suggest(trial.trial_id))
+        max_epochs = curve.max_epochs
+        probe_at = set(probe_epochs(rungs, max_epochs, curve.step))
         scheduler.on_trial_add(None, trial)
         spent += table.start_cost
-        log = TrialLog((curve.lr, max_epochs, step), 0, False, 0)
+        log = TrialLog((curve.lr, max_epochs, curve.step), 0, False, 0)
         trials.append(log)
         result: dict[str, Any] = {}
         for result in curve_results(table, curve, probe_at):
@@ -228,13 +237,12 @@ def replay(design: Design, table: CurveTable, space: SearchSpace, budget: float,
 def table_trainable(config: dict[str, Any], table: CurveTable, rungs: list[float]) -> None:
     """A Tune function trainable that reports a measured curve instead of training (for a real
     `tune.Tuner` over the table: `tune.with_parameters(table_trainable, table=..., rungs=...)`;
-    `rungs` are the step-probe scheduler's, empty for rules without a probe)."""
+    `rungs` as `probe_rungs` gives them)."""
     from ray import tune
 
-    max_epochs = int(config["max_epochs"])
-    step = step_epoch(float(config["step_frac"]), max_epochs)
-    curve = table.lookup(float(config["lr"]), max_epochs, step)
-    for result in curve_results(table, curve, set(probe_epochs(rungs, max_epochs, step))):
+    curve = table.curve_for(config)
+    for result in curve_results(table, curve,
+                                set(probe_epochs(rungs, curve.max_epochs, curve.step))):
         tune.report(result)
 
 

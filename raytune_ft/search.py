@@ -18,6 +18,7 @@ from typing import Any
 from raytune_ft.cli_common import (add_config_args, add_resource_args, check_cluster_fits,
                                    check_resources, default_cpus_per_worker, init_ray)
 from raytune_ft.errors import UserError, user_errors_exit_2
+
 SCHEDULERS = ("step-probe", "step-after", "progress-asha", "fifo")  # raytune_ft.scheduler
 DEFAULT_GRACE = 1 / 3  # rungs at 1/3 and 2/3 of each schedule (rf 2)
 OLD_GRACE = 0.34
@@ -147,6 +148,7 @@ def check_scheduler_args(args: argparse.Namespace, cfg) -> float:
     """The scheduler flags make a rung ladder the chosen rule can honour; returns the grace."""
     from raytune_ft.hparams import find_scheduler
     from raytune_ft.preflight import ENGINE_METRICS
+    from raytune_ft.probe import check_probe_length
     from raytune_ft.scheduler import rung_fractions
 
     grace = args.grace if args.grace is not None else (
@@ -169,9 +171,7 @@ def check_scheduler_args(args: argparse.Namespace, cfg) -> float:
                             f"probe's validation score, but --metric {args.metric} is not a val "
                             "metric the probe can measure. Use a metric of the val evaluator, or "
                             "--scheduler step-after.")
-        if not 0 < args.probe_length <= 1:
-            raise UserError(f"--probe-length is a fraction of an epoch in (0, 1], got "
-                            f"{args.probe_length:g}.")
+        check_probe_length(args.probe_length)
     rungs = rung_fractions(grace, args.reduction_factor)
     if not rungs:
         raise UserError(f"--grace {grace:g} with --reduction-factor {args.reduction_factor:g} "
@@ -207,10 +207,11 @@ def build_searcher(args, job, points: list[dict[str, Any]]):
 
         os.makedirs(job.experiment_dir, exist_ok=True)
         storage = optuna.storages.RDBStorage(f"sqlite:///{job.experiment_dir}/optuna.db")
+        sampler = optuna.samplers.TPESampler(seed=args.seed,
+                                             n_startup_trials=args.startup_trials)
         return StepFairOptunaSearch(metric=job.metric, mode=job.mode, points_to_evaluate=points,
-                            sampler=optuna.samplers.TPESampler(
-                                seed=args.seed, n_startup_trials=args.startup_trials),
-                            storage=storage, study_name=os.path.basename(job.experiment_dir))
+                                    sampler=sampler, storage=storage,
+                                    study_name=os.path.basename(job.experiment_dir))
     # A SearchGenerator ignores TuneConfig.max_concurrent_trials: bound it here.
     return BasicVariantGenerator(points_to_evaluate=points, random_state=args.seed,
                                  max_concurrent=args.max_concurrent)

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_probe(epochs: str | None, length: float, cfg) -> dict | None:
     """`--probe-epochs 1,2,3 --probe-length 0.5` as the trial's probe spec; every epoch must
     come before the config's LR step (after it there is no step left to probe)."""
-    from raytune_ft.probe import lr_step
+    from raytune_ft.probe import check_probe_length, lr_step
 
     if not epochs:
         return None
@@ -57,14 +57,14 @@ def parse_probe(epochs: str | None, length: float, cfg) -> dict | None:
                         f"got {epochs!r}.") from err
     if not values or values[0] < 1:
         raise UserError(f"--probe-epochs must list epochs >= 1, got {epochs!r}.")
-    if not 0 < length <= 1:
-        raise UserError(f"--probe-length is a fraction of an epoch in (0, 1], got {length}.")
+    check_probe_length(length)
     step, _ = lr_step(cfg)
-    late = [e for e in values if e > step or e >= int(cfg.train_cfg.max_epochs)]
+    max_epochs = int(cfg.train_cfg.max_epochs)
+    late = [e for e in values if e > step or e >= max_epochs]
     if late:
         raise UserError(f"--probe-epochs {late} are not before this run's LR step (after epoch "
-                        f"{step} of {cfg.train_cfg.max_epochs}): a probe asks what a step at "
-                        f"that epoch would give. Use epochs 1..{min(step, int(cfg.train_cfg.max_epochs) - 1)}.")
+                        f"{step} of {max_epochs}): a probe asks what a step at that epoch "
+                        f"would give. Use epochs 1..{min(step, max_epochs - 1)}.")
     return {"epochs": values, "epoch_fraction": length}
 
 

@@ -138,10 +138,10 @@ def test_the_replay_decides_as_a_real_tune_run_does(ray_session, tmp_path, desig
     curves, scheduler and searcher stops the same trials at the same epochs."""
     from ray import tune
 
-    from raytune_ft.replay import make_scheduler, make_searcher, table_trainable
+    from raytune_ft.replay import make_scheduler, make_searcher, probe_rungs, table_trainable
 
     scheduler = make_scheduler(design, METRIC)
-    rungs = getattr(scheduler, "rungs", []) if design.scheduler == "step-probe" else []
+    rungs = probe_rungs(scheduler)
     tuner = tune.Tuner(
         tune.with_parameters(table_trainable, table=TABLE, rungs=rungs),
         param_space=SPACE.to_tune("tpe"),
