@@ -53,22 +53,17 @@ def save(path: Path, table: dict) -> None:
 
 
 def measure(lr: float, max_epochs: int, step: int, probe: list[int], work_dir: Path) -> dict:
-    from raytune_ft.callbacks import read_metrics
-    from raytune_ft.train import main as train_main
+    from raytune_ft import TrainConfig, run_train
 
     name = config_key(lr, max_epochs, step)
-    argv = ["--hparams", json.dumps({"lr": lr, "max_epochs": max_epochs, "milestones": [step],
-                                     "warmup_iters": WARMUP_ITERS}),
-            "--name", name, "--work-dir", str(work_dir)]
-    if probe:
-        argv += ["--probe-epochs", ",".join(str(e) for e in probe),
-                 "--probe-length", str(PROBE_LENGTH)]
     shutil.rmtree(work_dir / name, ignore_errors=True)  # a cut-short run would resume, not restart
     started = time.time()
-    rc = train_main(argv)
-    if rc != 0:
-        raise SystemExit(f"{name}: raytune_ft.train exited {rc}")
-    epochs = read_metrics(str(work_dir / name))
+    run = run_train(TrainConfig(
+        hparams={"lr": lr, "max_epochs": max_epochs, "milestones": [step],
+                 "warmup_iters": WARMUP_ITERS},
+        name=name, work_dir=str(work_dir), probe_epochs=tuple(probe),
+        probe_length=PROBE_LENGTH))
+    epochs = run.records
     keep = ("epoch", "coco/bbox_mAP", "coco/bbox_mAP_50", "train_loss", "lr", "iters_per_s",
             "diverged", "probe/coco/bbox_mAP", "probe/coco/bbox_mAP_50", "probe_seconds",
             "probe_iters", "reported_at", "train_started_at")

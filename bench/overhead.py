@@ -95,7 +95,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
-    from raytune_ft.cli_common import init_ray
+    from raytune_ft.cluster import init_ray
 
     init_ray(None)  # the same local Ray the train and search commands start
     rows = []

@@ -13,8 +13,7 @@ from typing import Any
 
 from ray.train.v2.api.callback import UserCallback
 
-METRICS_FILE = "metrics.jsonl"
-TB_DIR = "tensorboard"
+from raytune_ft.storage import METRICS_FILE, TB_DIR, Storage, read_records
 # Reported values that are bookkeeping, not curves.
 _NOT_SCALARS = {"epoch", "max_epochs", "resumed", "start_epoch", "progress", "diverged",
                 "train_started_at", "lr_step_epoch", "probe_epoch", "probe_iters", "reported_at",
@@ -22,14 +21,28 @@ _NOT_SCALARS = {"epoch", "max_epochs", "resumed", "start_epoch", "progress", "di
 
 
 class EpochRecordCallback(UserCallback):
-    """Append rank 0's report to `<run_dir>/metrics.jsonl` and to TensorBoard, keyed by epoch."""
+    """Append rank 0's report to `<run_dir>/metrics.jsonl` and to TensorBoard, keyed by epoch.
 
-    def __init__(self, run_dir: str, tensorboard: bool = True) -> None:
+    With remote storage `run_dir` is node-local and `publish_to` = (storage, run name): the
+    records are uploaded there after every epoch, and a controller restarted on another node
+    first brings the published records back so it appends to them.
+    """
+
+    def __init__(self, run_dir: str, tensorboard: bool = True,
+                 publish_to: tuple[Storage, str] | None = None) -> None:
         self.run_dir = run_dir
         self.tensorboard = tensorboard
+        self.publish_to = publish_to
         self._writer = None
+        self._synced = False
 
     def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
+        if self.publish_to and not self._synced:
+            storage, name = self.publish_to
+            if not os.path.exists(os.path.join(self.run_dir, METRICS_FILE)):
+                storage.download(os.path.join(self.run_dir, METRICS_FILE), name, METRICS_FILE)
+                storage.download(os.path.join(self.run_dir, TB_DIR), name, TB_DIR)
+            self._synced = True
         report = dict(metrics[0])
         if checkpoint is not None:
             report["checkpoint_path"] = checkpoint.path
@@ -38,6 +51,9 @@ class EpochRecordCallback(UserCallback):
             f.write(json.dumps(report, default=str) + "\n")
         if self.tensorboard:
             self._write_scalars(report)
+        if self.publish_to:
+            storage, name = self.publish_to
+            storage.upload(self.run_dir, name)
 
     def _write_scalars(self, report: dict[str, Any]) -> None:
         from tensorboardX import SummaryWriter
@@ -56,9 +72,5 @@ class EpochRecordCallback(UserCallback):
 
 
 def read_metrics(run_dir: str) -> list[dict[str, Any]]:
-    """The committed epoch reports of a run, in order."""
-    path = os.path.join(run_dir, METRICS_FILE)
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The committed epoch reports of a run (its folder or URI), in order."""
+    return read_records(Storage.resolve(run_dir))

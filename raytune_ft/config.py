@@ -18,6 +18,7 @@ from mmengine.config import Config
 from raytune_ft.errors import UserError
 from raytune_ft.hparams import apply_hparams, check_schedule
 from raytune_ft.legacy import translate_legacy
+from raytune_ft.storage import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ CLASS_HEAD_KEYS = ("bbox_head", "mask_head", "mask_iou_head")
 
 
 # The checkout raytune_ft runs from (editable install): the demo's config and data live here.
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = PROJECT_ROOT
 
 
 class ConfigError(UserError):

@@ -18,9 +18,11 @@ from PIL import Image
 
 from raytune_ft.data.voc import parse_voc_xml
 from raytune_ft.errors import UserError
+from raytune_ft.storage import shipped
 
-DEMO_ROOT = Path(__file__).resolve().parents[1] / "data" / "demo"
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo" / "faster_rcnn_mnv2_trees.py"
+DEMO_ROOT = shipped("data", "demo")
+DEMO_CONFIG = shipped("configs", "demo", "faster_rcnn_mnv2_trees.py")
+DEMO_SPACE = shipped("search_spaces", "demo.yaml")
 CLASSES = ("tree",)
 DEMO_IMAGES = ("OSBS_029", "SOAP_061", "2019_YELL_2_541000_4977000_image_crop",
                "2019_YELL_2_528000_4978000_image_crop2")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from mmengine.dist import get_rank
+from mmengine.dist import all_reduce, get_rank
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
@@ -45,14 +45,6 @@ def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def param_digest(model: torch.nn.Module) -> float:
-    """An order-sensitive fingerprint of all parameters; equal on DDP ranks that are in sync."""
-    total = 0.0
-    for i, p in enumerate(model.parameters()):
-        total += float(p.detach().double().sum()) * (1 + (i % 97) * 1e-3)
-    return total
-
-
 @HOOKS.register_module()
 class RayTrainReportHook(Hook):
     """After each validation: `ray.train.report(metrics, checkpoint)` on every rank.
@@ -62,9 +54,6 @@ class RayTrainReportHook(Hook):
     evaluator's metrics: epoch, progress (epoch / max_epochs, for schedule-aware early stopping),
     the epoch of the LR step, lr, mean train loss, iteration and data time, where this attempt
     started, and the LR-step probe's metrics (`probe/...`) when `StepProbeHook` ran one.
-
-    It also appends a line per epoch to `<work_dir>/ranks/rank<r>.jsonl` (samples seen and a
-    parameter digest) so DDP sharding and synchronisation can be audited after the fact.
     """
 
     priority = "LOWEST"  # after CheckpointHook and the logger have seen the epoch
@@ -82,7 +71,6 @@ class RayTrainReportHook(Hook):
         self._losses: list[float] = []
         self._iter_times: list[float] = []
         self._data_times: list[float] = []
-        self._sample_ids: list[Any] = []
         self._t_iter_end: float | None = None
         self._t_iter_start = 0.0
 
@@ -105,8 +93,6 @@ class RayTrainReportHook(Hook):
         self._t_iter_end = now
         loss = float(torch.as_tensor(outputs["loss"]).detach()) if outputs and "loss" in outputs else 0.0
         self._losses.append(loss)
-        for sample in (data_batch or {}).get("data_samples", []):
-            self._sample_ids.append(sample.metainfo.get("img_id", sample.metainfo.get("img_path")))
         if _any_rank(not math.isfinite(loss)):
             self._report(runner, {}, diverged_at=runner.iter + 1)
             raise TrainingDiverged(
@@ -152,7 +138,6 @@ class RayTrainReportHook(Hook):
             report.update(diverged_at_iter=diverged_at, train_loss=worst_value("min"))
             ray.train.report(report)
             return
-        self._audit(runner, epoch)
         rank = get_rank()
         ckpt_path = runner.message_hub.get_info("last_ckpt") if rank == 0 else None
         if rank == 0 and (ckpt_path is None or not os.path.isfile(ckpt_path)):
@@ -170,51 +155,11 @@ class RayTrainReportHook(Hook):
             )
             ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(staging))
 
-    def _audit(self, runner, epoch: int) -> None:
-        rank_dir = Path(runner.work_dir) / "ranks"
-        rank_dir.mkdir(parents=True, exist_ok=True)
-        import ray
-
-        line = {"epoch": epoch, "rank": get_rank(), "samples": self._sample_ids,
-                "param_digest": param_digest(runner.model),
-                "node_id": ray.get_runtime_context().get_node_id(), **self.start_info}
-        with open(rank_dir / f"rank{get_rank()}.jsonl", "a") as f:
-            f.write(json.dumps(line, default=str) + "\n")
-
-
-@HOOKS.register_module()
-class FaultInjectionHook(Hook):
-    """Kill this worker process once, to exercise recovery (chaos testing, not for production).
-
-    Exits with `os._exit(1)` on `rank` at iteration `at_iter` of epoch `epoch` (1-based), the
-    first time only: the marker file records that it fired, so the restarted attempt runs on.
-    Before dying it waits until Ray has committed the reports already made, so the crash lands
-    after the previous epoch's checkpoint is safe (as it is in any real run whose epochs last
-    longer than Ray's few-second polling interval).
-    """
-
-    def __init__(self, rank: int, epoch: int, marker: str, at_iter: int = 0) -> None:
-        self.rank, self.epoch, self.at_iter, self.marker = rank, epoch, at_iter, marker
-
-    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        if (get_rank() == self.rank and runner.epoch + 1 == self.epoch
-                and batch_idx == self.at_iter and not os.path.exists(self.marker)):
-            import ray.train
-
-            ray.train.get_all_reported_checkpoints()
-            Path(self.marker).write_text(f"killed rank {self.rank} in epoch {self.epoch}\n")
-            os._exit(1)
-
-
 def _any_rank(flag: bool) -> bool:
-    """True on every rank if `flag` is true on any (one small all-reduce per iteration)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return flag
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-    value = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    """True on every rank if `flag` is true on any (one small all-reduce per iteration;
+    mmengine.dist puts it on the backend's device and skips it without a process group)."""
+    value = torch.tensor([1.0 if flag else 0.0])
+    all_reduce(value, op="max")
     return bool(value.item() > 0)
 
 

@@ -16,9 +16,8 @@ from mmengine.config import Config
 
 from raytune_ft.config import dataset_classes, innermost_dataset
 from raytune_ft.errors import UserError
+from raytune_ft.metrics import ENGINE_METRICS, expected_metrics
 
-# Metric suffixes mmdet's CocoMetric reports per `metric` entry ('bbox', 'segm').
-COCO_SUFFIXES = ("mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l")
 
 
 def annotation_file(cfg: Config, split: str = "train_dataloader") -> Path:
@@ -102,14 +101,6 @@ def check_annotations(cfg: Config, split: str = "train_dataloader") -> dict[str,
     return check_coco_annotations(cfg, split)
 
 
-def default_metric(cfg: Config) -> str:
-    """What a search optimises unless told: COCO box mAP, else the evaluator's first metric."""
-    known = expected_metrics(cfg)
-    if not known or "coco/bbox_mAP" in known:
-        return "coco/bbox_mAP"
-    return known[0]
-
-
 def check_load_from(cfg: Config) -> None:
     load_from = cfg.get("load_from")
     if not load_from:
@@ -184,29 +175,6 @@ def _url_reachable(url: str, timeout: float = 5.0) -> bool:
         return False
 
 
-def expected_metrics(cfg: Config) -> list[str]:
-    """Metric keys the config's val evaluator(s) report after each validation."""
-    evaluators = cfg.get("val_evaluator") or []
-    evaluators = evaluators if isinstance(evaluators, list) else [evaluators]
-    keys: list[str] = []
-    for ev in evaluators:
-        kind = ev.get("type", "")
-        if kind == "CocoMetric":
-            metrics = ev.get("metric", "bbox")
-            prefix = ev.get("prefix") or "coco"
-            for m in [metrics] if isinstance(metrics, str) else metrics:
-                keys += [f"{prefix}/{m}_{s}" for s in COCO_SUFFIXES]
-        elif kind == "CityScapesMetric":
-            keys += [f"{ev.get('prefix') or 'cityscapes'}/{k}" for k in ("mAP", "AP50")]
-        elif kind == "VOCMetric":
-            keys += ["pascal_voc/mAP", "pascal_voc/AP50"]
-    return keys
-
-
-# What raytune_ft itself reports every epoch (usable as --metric too, e.g. train_loss/min).
-ENGINE_METRICS = ("train_loss", "lr", "iter_time", "data_time", "iters_per_s")
-
-
 def check_metric(cfg: Config, metric: str) -> None:
     known = expected_metrics(cfg)
     if metric in ENGINE_METRICS:
@@ -214,19 +182,6 @@ def check_metric(cfg: Config, metric: str) -> None:
     if known and metric not in known:
         raise UserError(f"--metric '{metric}' is not produced by this config's val_evaluator; it "
                         f"reports {known} (and raytune_ft adds {list(ENGINE_METRICS)}).")
-
-
-def check_storage(path: str) -> None:
-    if "://" in path:
-        return
-    target = Path(path)
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=target):
-            pass
-    except OSError as err:
-        raise UserError(f"storage path '{path}' is not writable ({err.strerror}). Pass "
-                        "--storage-path with a folder you can write (or s3://...).") from err
 
 
 def check_points_apply(cfg: Config, hparams_list: list[dict[str, Any]]) -> None:

@@ -162,7 +162,7 @@ class StepProbeHook(Hook):
     def after_val_epoch(self, runner, metrics: dict[str, Any] | None = None) -> None:
         if runner.epoch not in self.epochs:
             return
-        from raytune_ft.preflight import expected_metrics
+        from raytune_ft.metrics import expected_metrics
 
         iters = max(1, round(self.epoch_fraction * len(runner.train_loop.dataloader)))
         result = run_probe(runner, iters, self.gamma)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +12,9 @@ from typing import Any
 
 from mmengine.config import Config
 
-from raytune_ft.callbacks import read_metrics
 from raytune_ft.hparams import apply_hparams
-from raytune_ft.trainable import TRIALS_DIR, SearchJob, trial_hparams
+from raytune_ft.storage import TB_DIR, TRIALS_DIR
+from raytune_ft.trainable import SearchJob, trial_hparams
 
 
 @dataclass
@@ -46,38 +45,61 @@ def collect(results, job: SearchJob, statuses: dict[str, str] | None = None) -> 
     for result in results:
         metrics = result.metrics or {}
         trial_id = metrics.get("trial_id") or _trial_id_from_path(result.path, statuses or {})
-        config = dict(result.config or {})
-        hparams = trial_hparams(config, job)
-        epochs = read_metrics(os.path.join(job.experiment_dir, TRIALS_DIR, f"trial_{trial_id}"))
-        values = [e[job.metric] for e in epochs if job.metric in e]
-        pick = max if job.mode == "max" else min
-        best = pick(values) if values else None
-        best_epoch = next((e["epoch"] for e in epochs if e.get(job.metric) == best), None)
-        max_epochs = int(hparams.get("max_epochs", job.recipe.get("max_epochs", 0)))
-        epochs_run = max((int(e["epoch"]) for e in epochs), default=0)
-        diverged = any(e.get("diverged") for e in epochs)
-        per_worker = max(job.resources.gpus_per_worker, job.resources.cpus_per_worker)
-        device_s = float(metrics.get("time_total_s", 0.0)) * job.resources.workers * per_worker
-        if result.error is not None:
-            status, reason = "errored", _first_line(result.error)
-        elif diverged:
-            status, reason = "diverged", "train loss became NaN/inf"
-        elif epochs_run >= max_epochs > 0:
-            status, reason = "finished", ""
-        elif (statuses or {}).get(trial_id, "TERMINATED") != "TERMINATED":
-            status, reason = "unfinished", f"interrupted after epoch {epochs_run}; --resume continues"
-        else:
-            status, reason = "stopped", f"early-stopped by the scheduler after epoch {epochs_run}"
-        saved = 0.0
-        if status == "stopped" and epochs_run:
-            saved = device_s / epochs_run * (max_epochs - epochs_run)
-        rows.append(TrialRow(trial_id, _creation_number(result.path, trial_id), config,
-                             hparams, status, reason, epochs_run, max_epochs, best, best_epoch,
-                             values[-1] if values else None, device_s, saved))
+        rows.append(trial_row(
+            job, trial_id, order=_creation_number(result.path, trial_id),
+            config=dict(result.config or {}), records=job.experiment.records(trial_id),
+            seconds=float(metrics.get("time_total_s", 0.0)),
+            error=_first_line(result.error) if result.error is not None else None,
+            tune_status=(statuses or {}).get(trial_id, "TERMINATED")))
     rows.sort(key=lambda r: r.order)
     for order, row in enumerate(rows):  # 0 = the first trial created: the config's recipe
         row.order = order
     return rows
+
+
+def device_seconds(job: SearchJob, wall_seconds: float) -> float:
+    """What a trial occupied: GPU-seconds on a GPU trial (its CPUs only feed the GPUs),
+    CPU-seconds on a CPU trial; `job.resources.device` says which."""
+    res = job.resources
+    per_worker = res.gpus_per_worker if res.use_gpu else res.cpus_per_worker
+    return wall_seconds * res.workers * per_worker
+
+
+def trial_row(job: SearchJob, trial_id: str, order: int, config: dict[str, Any],
+              records: list[dict[str, Any]], seconds: float, error: str | None = None,
+              tune_status: str = "TERMINATED") -> TrialRow:
+    """One trial's outcome from its committed epoch records and what Tune knows of it.
+
+    Args:
+        records: the trial's committed epoch reports (metrics.jsonl), in order.
+        seconds: the trial's wall time (Tune's time_total_s).
+        error: the trial's error, if Tune marked it errored.
+        tune_status: Tune's saved status (PENDING for a trial an interruption cut short).
+    """
+    hparams = trial_hparams(config, job)
+    values = [e[job.metric] for e in records if job.metric in e]
+    pick = max if job.mode == "max" else min
+    best = pick(values) if values else None
+    best_epoch = next((e["epoch"] for e in records if e.get(job.metric) == best), None)
+    max_epochs = int(hparams.get("max_epochs", job.recipe.get("max_epochs", 0)))
+    epochs_run = max((int(e["epoch"]) for e in records), default=0)
+    diverged = any(e.get("diverged") for e in records)
+    device_s = device_seconds(job, seconds)
+    if error is not None:
+        status, reason = "errored", error
+    elif diverged:
+        status, reason = "diverged", "train loss became NaN/inf"
+    elif epochs_run >= max_epochs > 0:
+        status, reason = "finished", ""
+    elif tune_status != "TERMINATED":
+        status, reason = "unfinished", f"interrupted after epoch {epochs_run}; --resume continues"
+    else:
+        status, reason = "stopped", f"early-stopped by the scheduler after epoch {epochs_run}"
+    saved = 0.0
+    if status == "stopped" and epochs_run:
+        saved = device_s / epochs_run * (max_epochs - epochs_run)
+    return TrialRow(trial_id, order, config, hparams, status, reason, epochs_run, max_epochs,
+                    best, best_epoch, values[-1] if values else None, device_s, saved)
 
 
 def _trial_id_from_path(path: str, known: dict[str, str]) -> str:
@@ -106,16 +128,18 @@ def best_row(rows: list[TrialRow], mode: str) -> TrialRow | None:
     return (max if mode == "max" else min)(scored, key=lambda r: r.best_metric)
 
 
-def write_results(rows: list[TrialRow], job: SearchJob, out_dir: Path) -> dict[str, Any]:
-    """Write results.csv, summary.json, best_config.py and best_checkpoint.pth; return summary."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def write_results(rows: list[TrialRow], job: SearchJob) -> dict[str, Any]:
+    """Write results.csv, summary.json, best_config.py and best_checkpoint.pth into the
+    experiment (its folder, or the staging mirror published to its URI); return the summary."""
+    exp = job.experiment
+    device = job.resources.device.lower()
     hp_keys = sorted({k for r in rows for k in r.hparams})
     cfg_keys = sorted({k for r in rows for k in r.config})
-    with open(out_dir / "results.csv", "w", newline="") as f:
+    with open(exp.local_path("results.csv"), "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["trial", "trial_id", "status", "reason", *[f"space.{k}" for k in cfg_keys],
                          *hp_keys, f"best {job.metric}", "best_epoch", f"last {job.metric}",
-                         "epochs_run", "max_epochs", "device_seconds"])
+                         "epochs_run", "max_epochs", f"{device}_seconds"])
         for r in rows:
             writer.writerow([r.order, r.trial_id, r.status, r.reason,
                              *[r.config.get(k, "") for k in cfg_keys],
@@ -136,16 +160,21 @@ def write_results(rows: list[TrialRow], job: SearchJob, out_dir: Path) -> dict[s
         "trial0_metric": trial0.best_metric if trial0 else None,
         "gain_over_trial0": (best.best_metric - trial0.best_metric)
         if best and trial0 and trial0.best_metric is not None else None,
+        # device-seconds: GPU-seconds of GPU trials, CPU-seconds of CPU trials ("device")
         "total_device_seconds": sum(r.device_seconds for r in rows),
         "device_seconds_saved_by_early_stopping": sum(r.saved_device_seconds for r in rows),
-        "device": "GPU" if job.resources.use_gpu else "CPU",
+        "device": job.resources.device,
+        "experiment": exp.path,
     }
     if best is not None:
-        summary["best_config"] = str(write_best_config(job, best, out_dir / "best_config.py"))
-        ckpt = copy_best_checkpoint(job, best, out_dir / "best_checkpoint.pth")
-        summary["best_checkpoint"] = str(ckpt) if ckpt else None
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        write_best_config(job, best, exp.local_path("best_config.py"))
+        summary["best_config"] = exp.join("best_config.py")
+        ckpt = copy_best_checkpoint(job, best, exp.local_path("best_checkpoint.pth"))
+        summary["best_checkpoint"] = exp.join("best_checkpoint.pth") if ckpt else None
+    exp.local_path("summary.json").write_text(json.dumps(summary, indent=2, default=str))
     write_hparams(rows, job)
+    for name in ("results.csv", "best_config.py", "best_checkpoint.pth", "summary.json"):
+        exp.publish(name)
     return summary
 
 
@@ -162,12 +191,13 @@ def write_hparams(rows: list[TrialRow], job: SearchJob) -> None:
         values = {k: (v if isinstance(v, (int, float, str, bool)) else json.dumps(v))
                   for k, v in r.hparams.items()}
         values["status"] = r.status
-        writer = SummaryWriter(os.path.join(job.experiment_dir, TRIALS_DIR, f"trial_{r.trial_id}",
-                                            "tensorboard"))
+        run = (TRIALS_DIR, job.experiment.trial_name(r.trial_id), TB_DIR)
+        writer = SummaryWriter(str(job.experiment.local_path(*run)))
         for summary in hparams(values, {tag: r.best_metric}):
             writer.file_writer.add_summary(summary)
         writer.add_scalar(tag, r.best_metric, global_step=r.best_epoch or 0)
         writer.close()
+        job.experiment.publish(*run)
 
 
 def write_best_config(job: SearchJob, best: TrialRow, path: Path) -> Path:
@@ -185,9 +215,12 @@ def write_best_config(job: SearchJob, best: TrialRow, path: Path) -> Path:
 def copy_best_checkpoint(job: SearchJob, best: TrialRow, dest: Path) -> Path | None:
     import ray.train
 
-    run_dir = os.path.join(job.experiment_dir, TRIALS_DIR, f"trial_{best.trial_id}")
+    exp = job.experiment
+    where = exp.storage.ray_kwargs(exp.name, TRIALS_DIR, exp.trial_name(best.trial_id))
     try:
-        ckpt = ray.train.Result.from_path(run_dir).get_best_checkpoint(job.metric, job.mode)
+        ckpt = ray.train.Result.from_path(
+            where["storage_path"], storage_filesystem=where.get("storage_filesystem")
+        ).get_best_checkpoint(job.metric, job.mode)
     except (RuntimeError, ValueError, FileNotFoundError):
         return None
     if ckpt is None:

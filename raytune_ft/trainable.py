@@ -8,7 +8,6 @@ restored trial finds its own checkpoints and resumes from them.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,9 +15,8 @@ from mmengine.config import Config
 
 from raytune_ft.hparams import apply_hparams
 from raytune_ft.space import SearchSpace, TrialShape, to_hparams
+from raytune_ft.storage import ExperimentStorage
 from raytune_ft.trial import TrialResources, TrialSpec, run_trial
-
-TRIALS_DIR = "trials"
 
 
 @dataclass(frozen=True)
@@ -30,7 +28,7 @@ class SearchJob:
     recipe: dict[str, Any]
     shape: TrialShape
     resources: TrialResources
-    experiment_dir: str
+    experiment: ExperimentStorage
     metric: str
     mode: str
     max_failures: int
@@ -51,8 +49,8 @@ def tune_trainable(config: dict[str, Any], job: SearchJob) -> None:
     hparams = trial_hparams(config, job)
     cfg = apply_hparams(Config(job.cfg), hparams)
     spec = TrialSpec(
-        name=f"trial_{trial_id}",
-        storage_path=os.path.join(job.experiment_dir, TRIALS_DIR),
+        name=job.experiment.trial_name(trial_id),
+        storage_path=job.experiment.trials_root,
         resources=job.resources,
         max_failures=job.max_failures,
         num_to_keep=job.num_to_keep,

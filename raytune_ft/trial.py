@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import cached_property
 from typing import Any
 
 from mmengine.config import Config
 
 from raytune_ft.config import config_to_dict
+from raytune_ft.storage import Storage
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,11 @@ class TrialResources:
     def use_gpu(self) -> bool:
         return self.gpus_per_worker > 0
 
+    @property
+    def device(self) -> str:
+        """What a trial's cost is counted in: "GPU" (GPU-seconds) or "CPU" (CPU-seconds)."""
+        return "GPU" if self.use_gpu else "CPU"
+
     def per_worker(self) -> dict[str, float]:
         res = {"CPU": self.cpus_per_worker}
         if self.use_gpu:
@@ -41,7 +47,7 @@ class TrialSpec:
     """Everything a trial needs besides the config: where it lives and how it recovers."""
 
     name: str
-    storage_path: str
+    storage_path: str  # a folder or URI; the run lives in <storage_path>/<name>
     resources: TrialResources = field(default_factory=TrialResources)
     max_failures: int = 2
     num_to_keep: int = 2
@@ -51,21 +57,25 @@ class TrialSpec:
     # "epoch_fraction" (probe length); None runs no probe
     probe: dict[str, Any] | None = None
 
+    @cached_property
+    def storage(self) -> Storage:
+        return Storage.resolve(self.storage_path)
+
     @property
     def run_dir(self) -> str:
-        return os.path.join(self.storage_path, self.name)
+        """The run's folder or URI (Ray's checkpoints, the published records)."""
+        return self.storage.join(self.name)
 
     def record_dir(self) -> str:
-        """Where the committed per-epoch metrics and TensorBoard events go (a local path)."""
-        if "://" in self.storage_path:
-            return os.path.join("/tmp/raytune_ft", self.name)
+        """Where the Train controller writes the committed per-epoch records (a local path:
+        the run folder itself, or node-local scratch that is uploaded after each epoch)."""
+        if self.storage.is_remote:
+            return os.path.join(self.storage.scratch_dir(self.name), "records")
         return self.run_dir
 
     def local_work_dir(self) -> str:
         """mmengine's work_dir: inside the run folder on a local storage path, else node-local."""
-        if "://" in self.storage_path:
-            return os.path.join("/tmp/raytune_ft", self.name, "mmengine")
-        return os.path.join(self.run_dir, "mmengine")
+        return os.path.join(self.storage.scratch_dir(self.name), "mmengine")
 
 
 def build_trainer(cfg: Config, spec: TrialSpec, callbacks: list | None = None):
@@ -102,7 +112,7 @@ def build_trainer(cfg: Config, spec: TrialSpec, callbacks: list | None = None):
         ),
         run_config=ray.train.RunConfig(
             name=spec.name,
-            storage_path=spec.storage_path,
+            **spec.storage.ray_kwargs(),
             failure_config=ray.train.FailureConfig(
                 max_failures=spec.max_failures,
                 controller_failure_limit=spec.max_failures,
@@ -118,7 +128,9 @@ def run_trial(cfg: Config, spec: TrialSpec, callbacks: list | None = None):
     Ray Train `Result`."""
     from raytune_ft.callbacks import EpochRecordCallback
 
-    if "://" not in spec.storage_path:
-        Path(spec.storage_path).mkdir(parents=True, exist_ok=True)
-    record = EpochRecordCallback(spec.record_dir())
+    if not spec.storage.is_remote:
+        os.makedirs(spec.storage.root, exist_ok=True)
+    record = EpochRecordCallback(spec.record_dir(),
+                                 publish_to=(spec.storage, spec.name) if spec.storage.is_remote
+                                 else None)
     return build_trainer(cfg, spec, [record, *(callbacks or [])]).fit()

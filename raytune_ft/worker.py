@@ -16,7 +16,7 @@ from typing import Any
 
 from raytune_ft.checkpoints import allow_mmengine_checkpoints
 from raytune_ft.hooks import CHECKPOINT_FILE, TrainingDiverged
-from raytune_ft.preflight import expected_metrics
+from raytune_ft.metrics import expected_metrics
 from raytune_ft.probe import lr_step, probe_epochs
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,10 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
     allow_mmengine_checkpoints()
 
     cfg = Config(job["cfg"])
+    if cfg.get("custom_imports"):  # Config.fromfile did this on the driver, not in this process
+        from mmengine.utils import import_modules_from_strings
+
+        import_modules_from_strings(**cfg.custom_imports)
     cfg, start = prepare_worker_config(cfg, job, rank, world_size, use_gpu)
     if rank == 0:
         print(f"[raytune_ft] rank 0/{world_size}: "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from mmengine.runner import Runner
 
-from conftest import write_tiny_config
+from helpers import write_tiny_config
 from raytune_ft.checkpoints import allow_mmengine_checkpoints, mmengine_checkpoint_globals
 from raytune_ft.config import load_config
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 
 
 def run(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
@@ -40,6 +40,7 @@ def test_train_bad_input_exits_2_naming_it(args, needle):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_train_impossible_resources_exit_2_before_training(tmp_path):
     proc = run("raytune_ft.train", "--gpus-per-worker", "1", "--work-dir", str(tmp_path),
                timeout=300)

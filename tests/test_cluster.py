@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, write_tiny_config
+from helpers import RANK_AUDIT, REPO, with_testing_hooks, write_tiny_config
 
 
 def ray_check(config: dict) -> dict:
@@ -95,6 +95,7 @@ def three_node_cluster():
     cluster.shutdown()
 
 
+@pytest.mark.slow
 def test_trial_spans_nodes_and_a_search_runs_on_the_cluster(three_node_cluster, tiny_data,
                                                               tiny_pretrained, tmp_path):
     from raytune_ft.callbacks import read_metrics
@@ -104,7 +105,7 @@ def test_trial_spans_nodes_and_a_search_runs_on_the_cluster(three_node_cluster, 
 
     cluster, worker_nodes = three_node_cluster
     cfg_path = write_tiny_config(tmp_path / "tiny.py", tiny_data, str(tiny_pretrained),
-                                 max_epochs=2)
+                                 max_epochs=2, extra=with_testing_hooks(RANK_AUDIT))
     spec = TrialSpec(name="spread", storage_path=str(tmp_path / "runs"),
                      resources=TrialResources(workers=2, cpus_per_worker=1,
                                               placement_strategy="STRICT_SPREAD"))

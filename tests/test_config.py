@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 from raytune_ft.config import ConfigError, load_config
 from raytune_ft.hparams import find_scheduler
 from raytune_ft.legacy import LegacyConfigError

@@ -7,6 +7,7 @@ import csv
 import json
 import re
 
+import pytest
 from PIL import Image
 
 from raytune_ft.demo import DEMO_IMAGES, build_demo, deepforest_data_dir, read_voc_boxes
@@ -53,6 +54,7 @@ def test_demo_data_is_real_tiles_with_disjoint_train_and_val(tmp_path):
         len(read_voc_boxes(deepforest_data_dir() / f"{stem}.xml")) for stem in DEMO_IMAGES)
 
 
+@pytest.mark.slow
 def test_shortened_demo_search_end_to_end(ray_session, tmp_path, capsys):
     space = tmp_path / "demo_short.yaml"
     space.write_text("base_batch_size: 4\nparams:\n"

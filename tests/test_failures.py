@@ -13,9 +13,13 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import REPO, write_tiny_config
+import pytest
+
+from helpers import REPO, write_tiny_config
 from raytune_ft.callbacks import read_metrics
 from raytune_ft.search import main as search_main
+
+pytestmark = pytest.mark.slow  # Ray searches / training runs (make test-fast skips)
 
 SPACE = "params:\n  lr: {type: loguniform, low: 1.0e-3, high: 2.0e-2}\n"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_tiny_config
+from helpers import write_tiny_config
 from raytune_ft.search import main as search_main
 
 SPACE = "params:\n  lr: {type: loguniform, low: 1.0e-3, high: 5.0e-2}\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from mmengine.hooks import Hook
 
-from conftest import write_tiny_config
+from helpers import write_tiny_config
 from raytune_ft.probe import PROBE_INFO, probe_epochs
 
 
@@ -15,7 +15,7 @@ def train(cfg_path, work_dir, name: str, probe_at: list[int]):
 
     import raytune_ft.probe  # noqa: F401  (registers StepProbeHook)
     from raytune_ft.config import load_config
-    from raytune_ft.hooks import param_digest
+    from raytune_ft.testing import param_digest
 
     cfg = load_config(str(cfg_path))
     cfg.work_dir = str(work_dir / name)
@@ -44,6 +44,7 @@ class _Spy(Hook):
                           else None})
 
 
+@pytest.mark.slow
 def test_probe_reports_a_stepped_score_and_leaves_the_run_unchanged(tmp_path, tiny_data):
     cfg = write_tiny_config(tmp_path / "tiny.py", tiny_data, None, max_epochs=3)
     plain_digest, plain = train(cfg, tmp_path, "plain", [])

@@ -13,9 +13,12 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 
-from conftest import REPO, write_tiny_config
+from helpers import REPO, write_tiny_config
 from raytune_ft.callbacks import read_metrics
+
+pytestmark = pytest.mark.slow  # Ray searches / training runs (make test-fast skips)
 
 SPACE = """
 params:

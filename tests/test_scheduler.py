@@ -129,6 +129,7 @@ def test_the_committed_demo_curve_table_replays_with_every_design():
         assert (design.scheduler == "step-probe") == any(t.probes for t in run.trials)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("design, high_epochs", [
     (Design("default", "step-probe", "tpe"), 4),
     (Design("old", "progress-asha", "tpe", grace=0.34, stock_optuna=True), 2),

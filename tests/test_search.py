@@ -14,9 +14,12 @@ from mmengine.config import Config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from conftest import write_tiny_config
+from helpers import write_tiny_config
+from raytune_ft import SearchConfig, run_search
 from raytune_ft.hparams import find_scheduler
 from raytune_ft.search import main as search_main
+
+pytestmark = pytest.mark.slow  # Ray searches / training runs (make test-fast skips)
 
 SPACE = """
 params:
@@ -39,17 +42,22 @@ def read_rows(exp: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_search_outputs_agree_and_best_config_retrains(ray_session, tiny_search):
+def test_search_outputs_agree_and_best_config_retrains(ray_session, tiny_search, monkeypatch):
+    """Through the Python API, with both experiment trackers on (W&B offline)."""
     cfg, space, storage = tiny_search
-    rc = search_main(["--config", str(cfg), "--space", str(space), "--num-samples", "3",
-                      "--storage-path", str(storage), "--name", "s3", "--scheduler", "fifo",
-                      "--seed", "1"])
-    assert rc == 0
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    result = run_search(SearchConfig(
+        config=str(cfg), space=str(space), num_samples=3, storage_path=str(storage),
+        name="s3", scheduler="fifo", seed=1, mlflow="auto", wandb="raytune-ft-test"))
+    assert result.status == "finished" and result.experiment == str(storage / "s3")
+    assert result.best_config == str(storage / "s3" / "best_config.py")
+    assert len(result.rows) == 3 and result.config.num_samples == 3
     exp = storage / "s3"
     rows = read_rows(exp)
     summary = json.loads((exp / "summary.json").read_text())
     assert len(rows) == 3 and summary["trials"] == 3
-    assert summary["by_status"] == {"finished": 3}
+    assert summary["by_status"] == {"finished": 3} == {"finished": len(result.rows)}
+    assert summary["best_hparams"] == result.best_hparams
     # trial 0 is the config's own recipe: lr 0.01, 3 epochs, step at epoch 2
     trial0 = rows[0]
     assert trial0["trial"] == "0" and trial0["trial_id"] == summary["trial0_trial"]
@@ -61,7 +69,7 @@ def test_search_outputs_agree_and_best_config_retrains(ray_session, tiny_search)
     assert summary["gain_over_trial0"] == pytest.approx(
         summary["best_metric"] - summary["trial0_metric"])
     for r in rows:
-        assert int(r["epochs_run"]) == int(r["max_epochs"]) and float(r["device_seconds"]) > 0
+        assert int(r["epochs_run"]) == int(r["max_epochs"]) and float(r["cpu_seconds"]) > 0
     # best_config.py is standalone and holds the best values
     best_cfg = Config.fromfile(str(exp / "best_config.py"))
     hp = summary["best_hparams"]
@@ -85,6 +93,20 @@ def test_search_outputs_agree_and_best_config_retrains(ray_session, tiny_search)
     assert start.hparams["lr"].number_value == pytest.approx(0.01)
     assert start.hparams["milestones"].string_value == "[2]"
     assert [e.step for e in acc.Scalars("hparams/best_coco/bbox_mAP")]
+    # MLflow (its SQLite store in the experiment): a run per trial, params and epoch curves
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{exp}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("s3").experiment_id])
+    assert len(runs) == 3
+    assert sorted(float(r.data.params["lr"]) for r in runs) == \
+        pytest.approx(sorted(float(r["lr"]) for r in rows))
+    for run in runs:
+        history = client.get_metric_history(run.info.run_id, "coco/bbox_mAP")
+        epochs = int(run.data.params["max_epochs"])
+        assert [m.step for m in history] == list(range(1, epochs + 1))
+    # Weights & Biases, offline: a run per trial, ready for `wandb sync`
+    assert len(list((exp / "wandb").glob("wandb/offline-run-*/*.wandb"))) == 3
 
 
 def test_asha_stops_a_bad_trial_and_divergence_gets_a_finite_value(ray_session, tiny_search):

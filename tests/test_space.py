@@ -9,7 +9,7 @@ import sys
 import pytest
 from mmengine.config import Config
 
-from conftest import REPO
+from helpers import REPO
 from raytune_ft.hparams import apply_hparams, find_scheduler
 from raytune_ft.space import SpaceError, TrialShape, load_space, recipe_point, to_hparams
 

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_tiny_config
+from helpers import RANK_AUDIT, with_testing_hooks, write_tiny_config
 from raytune_ft.callbacks import read_metrics
 from raytune_ft.config import load_config
 from raytune_ft.trial import TrialResources, TrialSpec, run_trial
+
+pytestmark = pytest.mark.slow  # Ray searches / training runs (make test-fast skips)
 
 TWO_WORKERS = TrialResources(workers=2, cpus_per_worker=1)
 
@@ -25,7 +27,7 @@ def rank_lines(run_dir: Path) -> dict[int, list[dict]]:
 def test_two_workers_two_epochs_report_and_checkpoint(ray_session, tiny_data, tiny_pretrained,
                                                       tmp_path):
     cfg_path = write_tiny_config(tmp_path / "tiny.py", tiny_data, str(tiny_pretrained),
-                                 max_epochs=2)
+                                 max_epochs=2, extra=with_testing_hooks(RANK_AUDIT))
     spec = TrialSpec(name="ddp2", storage_path=str(tmp_path / "runs"), resources=TWO_WORKERS)
     result = run_trial(load_config(cfg_path), spec)
 
@@ -51,8 +53,8 @@ def test_two_workers_two_epochs_report_and_checkpoint(ray_session, tiny_data, ti
 def test_killed_worker_resumes_from_its_checkpoint(ray_session, tiny_data, tiny_pretrained,
                                                    tmp_path):
     marker = tmp_path / "killed.txt"
-    hook = (f"custom_hooks = [dict(type='FaultInjectionHook', rank=1, epoch=2, at_iter=1, "
-            f"marker={str(marker)!r})]")
+    hook = with_testing_hooks(RANK_AUDIT, f"dict(type='FaultInjectionHook', rank=1, epoch=2, "
+                                     f"at_iter=1, marker={str(marker)!r})")
     cfg_path = write_tiny_config(tmp_path / "tiny.py", tiny_data, str(tiny_pretrained),
                                  max_epochs=3, extra=hook)
     spec = TrialSpec(name="killed", storage_path=str(tmp_path / "runs"), resources=TWO_WORKERS,

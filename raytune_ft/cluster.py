@@ -1,70 +1,22 @@
-"""Argument parsing and Ray start-up shared by the `train` and `search` command lines."""
+"""Ray start-up and what a cluster can hold: shared by a search and a single fine-tune."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 from typing import Any
-
-from mmengine.config import DictAction
 
 from raytune_ft.errors import UserError
 
 
-def add_resource_args(parser: argparse.ArgumentParser, workers_flag: str = "--workers") -> None:
-    parser.add_argument(workers_flag, dest="workers", type=int, default=1,
-                        help="Ray Train workers (DDP ranks) per fine-tune (default 1)")
-    parser.add_argument("--gpus-per-worker", type=float, default=0.0,
-                        help="GPUs per worker; 0 trains on CPU (default 0)")
-    parser.add_argument("--cpus-per-worker", type=float, default=None,
-                        help="CPUs per worker, also its torch thread count (default 1; the "
-                             "embedded demo on a local Ray: all CPUs of the machine)")
-    parser.add_argument("--placement", choices=["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"],
-                        default="PACK", help="how a trial's workers are placed on nodes")
-    parser.add_argument("--address", default=None,
-                        help="join a running Ray cluster ('auto' or HOST:PORT); default: start a "
-                             "local Ray in this process")
-
-
-def add_config_args(parser: argparse.ArgumentParser, required: bool) -> None:
-    parser.add_argument("--config", required=required,
-                        help="MMDetection fine-tune config (.py)")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
-                        help="override config keys, e.g. train_cfg.max_epochs=4 "
-                             "optim_wrapper.optimizer.lr=0.01")
-
-
-def parse_hparams(text: str | None) -> dict[str, Any]:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise UserError(f"--hparams is not valid JSON ({err.msg} at column {err.colno}): "
-                        f"{text!r}. Example: --hparams '{{\"lr\": 0.02, \"max_epochs\": 6}}'.") from err
-    if not isinstance(value, dict):
-        raise UserError(f"--hparams must be a JSON object of name: value, got {text!r}.")
-    return value
-
-
-def default_cpus_per_worker(args, demo: bool, reserved: float = 0.0) -> float:
+def default_cpus_per_worker(cpus_per_worker: float | None, workers: int, address: str | None,
+                            demo: bool, reserved: float = 0.0) -> float:
     """1 CPU per worker, except that the demo on a local Ray gives its one worker the machine
     (less `reserved`, e.g. what a Tune trial's driver holds)."""
-    if args.cpus_per_worker is not None:
-        return args.cpus_per_worker
-    if demo and args.address is None and args.workers == 1:
+    if cpus_per_worker is not None:
+        return cpus_per_worker
+    if demo and address is None and workers == 1:
         return max(1.0, (os.cpu_count() or 1) - reserved)
     return 1.0
-
-
-def check_resources(workers: int, cpus: float, gpus: float) -> None:
-    if workers < 1:
-        raise UserError(f"--workers must be >= 1, got {workers}.")
-    if cpus <= 0:
-        raise UserError(f"--cpus-per-worker must be > 0, got {cpus}.")
-    if gpus < 0:
-        raise UserError(f"--gpus-per-worker must be >= 0, got {gpus}.")
 
 
 def init_ray(address: str | None, quiet: bool = True) -> list[dict[str, float]]:

@@ -1,0 +1,319 @@
+"""The options of a search and of one fine-tune, as typed, frozen dataclasses.
+
+One definition serves both front ends: `SearchConfig` / `TrainConfig` are what the Python API
+takes, and the command lines are generated from their fields (flag = field name with dashes,
+same default, help from the field's metadata). Cheap checks run when an object is made, so
+`SearchConfig(num_samples=0)` raises the same `UserError` the CLI prints before exiting 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from raytune_ft.errors import UserError
+
+SCHEDULERS = ("step-probe", "step-after", "progress-asha", "fifo")  # raytune_ft.scheduler
+SEARCHERS = ("tpe", "random", "grid")
+PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+DEFAULT_GRACE = 1 / 3  # rungs at 1/3 and 2/3 of each schedule (rf 2)
+OLD_GRACE = 0.34
+# Chosen on the demo's curve replay (bench/replay.py, 300 seeds): with 10-30 trials, TPE that
+# starts modelling after 3 trials reached 95% of the best config in about half the trial-epochs
+# of Optuna's default 10 (2 and 3 tie; 4, 5 and 10 are slower).
+TPE_STARTUP_TRIALS = 3
+DEMO_TRIALS = 10  # about 55 trial-epochs on the demo: ~10 min on 2 CPU cores
+DEFAULT_TRIALS = 8
+
+
+def _opt(help: str, **cli: Any) -> Any:
+    """Field metadata: the help text and any extra argparse keywords for its flag."""
+    return {"help": help, "cli": cli}
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a field: `num_samples` -> `--num-samples`."""
+    return "--" + name.replace("_", "-")
+
+
+def _name(name: str) -> str:
+    """How an error names a field: its flag and its API name."""
+    return f"{flag(name)} ({name})"
+
+
+@dataclass(frozen=True)
+class _Common:
+    config: str | None = field(default=None, metadata=_opt(
+        "MMDetection fine-tune config (.py); default: the embedded demo"))
+    cfg_options: Mapping[str, Any] = field(default_factory=dict, metadata=_opt(
+        "override config keys, e.g. train_cfg.max_epochs=4 optim_wrapper.optimizer.lr=0.01",
+        cli_kind="dict"))
+    gpus_per_worker: float = field(default=0.0, metadata=_opt(
+        "GPUs per worker; 0 trains on CPU (default 0)"))
+    cpus_per_worker: float | None = field(default=None, metadata=_opt(
+        "CPUs per worker, also its torch thread count (default 1; the embedded demo on a local "
+        "Ray: all CPUs of the machine)"))
+    placement: str = field(default="PACK", metadata=_opt(
+        "how a trial's workers are placed on nodes", choices=PLACEMENTS))
+    address: str | None = field(default=None, metadata=_opt(
+        "join a running Ray cluster ('auto' or HOST:PORT); default: start a local Ray in this "
+        "process"))
+    metric: str | None = field(default=None, metadata=_opt(
+        "metric to optimise and keep checkpoints by (default coco/bbox_mAP, or the val "
+        "evaluator's first metric when it reports no COCO box mAP)"))
+    max_failures: int = field(default=2, metadata=_opt(
+        "worker-group restarts per trial before it is marked errored (default 2)"))
+    probe_length: float = field(default=0.5, metadata=_opt(
+        "LR-step probe length as a fraction of an epoch (default 0.5)"))
+
+    def replace(self, **changes: Any):
+        """A copy with `changes` (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def _check_common(self, workers_field: str) -> None:
+        workers = getattr(self, workers_field)
+        _at_least(workers_field, workers, 1)
+        if self.cpus_per_worker is not None and self.cpus_per_worker <= 0:
+            raise UserError(f"{_name('cpus_per_worker')} must be > 0, got "
+                            f"{self.cpus_per_worker:g}.")
+        if self.gpus_per_worker < 0:
+            raise UserError(f"{_name('gpus_per_worker')} must be >= 0, got "
+                            f"{self.gpus_per_worker:g}.")
+        _one_of("placement", self.placement, PLACEMENTS)
+        _at_least("max_failures", self.max_failures, 0)
+        if not 0 < self.probe_length <= 1:
+            raise UserError(f"{_name('probe_length')} is a fraction of an epoch and must be in "
+                            f"(0, 1], got {self.probe_length:g}.")
+        if not isinstance(self.cfg_options, Mapping):
+            raise UserError(f"{_name('cfg_options')} must map config keys to values, e.g. "
+                            "{'train_cfg.max_epochs': 4}.")
+
+
+@dataclass(frozen=True)
+class SearchConfig(_Common):
+    """Everything a search takes; the fields are the flags of `python -m raytune_ft.search`.
+
+    Unset fields (None) take the defaults the search resolves from the config: the demo when
+    `config` is None, 8 trials (demo: 10), the config's metric, the scheduler's grace.
+
+    Example:
+        >>> from raytune_ft import SearchConfig, run_search
+        >>> result = run_search(SearchConfig(num_samples=4, storage_path="/tmp/exp"))  # doctest: +SKIP
+        >>> result.best_hparams, result.summary["best_metric"]  # doctest: +SKIP
+    """
+
+    space: str | None = field(default=None, metadata=_opt(
+        "search space YAML (default search_spaces/default.yaml; demo: demo.yaml)"))
+    workers_per_trial: int = field(default=1, metadata=_opt(
+        "Ray Train workers (DDP ranks) per trial (default 1)"))
+    num_samples: int | None = field(default=None, metadata=_opt(
+        f"trials to run (default {DEFAULT_TRIALS}; the demo: {DEMO_TRIALS})"))
+    max_concurrent: int = field(default=1, metadata=_opt("trials running at once"))
+    scheduler: str = field(default="step-probe", metadata=_opt(
+        "early stopping: step-probe (default: ASHA ranking trials before their LR step on an "
+        "LR-step probe), step-after (ASHA judging each trial only after its LR step), "
+        "progress-asha (the old rule: ASHA on raw values at a fraction of each schedule, "
+        "biased against high lr), fifo (none)", choices=SCHEDULERS))
+    searcher: str = field(default="tpe", metadata=_opt(
+        "tpe (Optuna), random, grid", choices=SEARCHERS))
+    startup_trials: int = field(default=TPE_STARTUP_TRIALS, metadata=_opt(
+        "TPE: trials sampled at random (the recipe included) before TPE models the results "
+        f"(default {TPE_STARTUP_TRIALS}; Optuna's own default is 10, tuned for cheap "
+        "objectives)"))
+    grid_points: int = field(default=3, metadata=_opt(
+        "values per continuous parameter for --searcher grid"))
+    grace: float | None = field(default=None, metadata=_opt(
+        f"first rung, as a fraction of each trial's own schedule (default {DEFAULT_GRACE:.3g}; "
+        f"progress-asha: its old {OLD_GRACE})"))
+    reduction_factor: float = field(default=2.0, metadata=_opt(
+        "keep the best 1/rf of the trials at each rung (default 2)"))
+    mode: str = field(default="max", metadata=_opt("max or min", choices=("max", "min")))
+    storage_path: str = field(default="experiments", metadata=_opt(
+        "where experiments are written: a folder, or a URI such as s3://bucket/prefix on a "
+        "cluster (S3-compatible servers: set AWS_ENDPOINT_URL)"))
+    name: str | None = field(default=None, metadata=_opt(
+        "experiment name (default search_<time>)"))
+    resume: bool = field(default=False, metadata=_opt(
+        "continue the interrupted experiment --name"))
+    seed: int = field(default=0, metadata=_opt("seed of the searcher"))
+    num_to_keep: int = field(default=2, metadata=_opt(
+        "checkpoints kept per trial (the best ones by --metric)"))
+    points: Sequence[Mapping[str, Any]] = field(default=(), metadata=_opt(
+        "extra points (in the space's terms) evaluated right after the recipe, as JSON on the "
+        "command line, e.g. '[{\"lr\": 0.001}]'; unset keys take the recipe's",
+        cli_kind="json_points"))
+    mlflow: str | None = field(default=None, metadata=_opt(
+        "log every trial to MLflow (one run per trial: hyper-parameters and per-epoch "
+        "metrics); a tracking URI, or 'auto' (what the bare flag means): MLflow's SQLite store "
+        "<experiment>/mlflow.db", cli_kind="optional", const="auto"))
+    wandb: str | None = field(default=None, metadata=_opt(
+        "log every trial to Weights & Biases under this project (needs `pip install wandb`; "
+        "WANDB_MODE=offline works without an account)"))
+    smoke: bool = field(default=False, metadata=_opt(
+        "preflight also runs one real training iteration and one validation batch in this "
+        "process (seconds) before any trial starts"))
+    check_only: bool = field(default=False, metadata=_opt(
+        "run every preflight check and exit without starting trials"))
+
+    def __post_init__(self) -> None:
+        self._check_common("workers_per_trial")
+        if self.num_samples is not None:
+            _at_least("num_samples", self.num_samples, 1)
+        _at_least("max_concurrent", self.max_concurrent, 1)
+        _at_least("startup_trials", self.startup_trials, 1)
+        _at_least("grid_points", self.grid_points, 2)
+        _at_least("num_to_keep", self.num_to_keep, 1)
+        _one_of("scheduler", self.scheduler, SCHEDULERS)
+        _one_of("searcher", self.searcher, SEARCHERS)
+        _one_of("mode", self.mode, ("max", "min"))
+        if self.scheduler != "fifo":
+            if not 0 < self.resolved_grace < 1:
+                raise UserError(f"{_name('grace')} is the first rung as a fraction of each "
+                                f"trial's schedule and must be in (0, 1), got "
+                                f"{self.resolved_grace:g}.")
+            if self.reduction_factor <= 1:
+                raise UserError(f"{_name('reduction_factor')} must be > 1 (keep the best 1/rf "
+                                f"at each rung), got {self.reduction_factor:g}.")
+        if self.resume and not self.name:
+            raise UserError(f"{_name('resume')} continues an experiment by name: pass "
+                            f"{_name('name')} (and the same --storage-path).")
+        _check_points(self.points)
+
+    @property
+    def resolved_grace(self) -> float:
+        if self.grace is not None:
+            return self.grace
+        return OLD_GRACE if self.scheduler == "progress-asha" else DEFAULT_GRACE
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Common):
+    """One fine-tune as a Ray Train run; the fields are the flags of `python -m raytune_ft.train`.
+
+    Example:
+        >>> from raytune_ft import TrainConfig, run_train
+        >>> run = run_train(TrainConfig(hparams={"lr": 0.02, "max_epochs": 2}))  # doctest: +SKIP
+        >>> run.records[-1]["coco/bbox_mAP"]  # doctest: +SKIP
+    """
+
+    workers: int = field(default=1, metadata=_opt(
+        "Ray Train workers (DDP ranks) of the fine-tune (default 1)"))
+    hparams: Mapping[str, Any] = field(default_factory=dict, metadata=_opt(
+        "hyper-parameters, as JSON on the command line, e.g. '{\"lr\": 0.02, \"max_epochs\": 6, "
+        "\"milestones\": [4]}'", cli_kind="json_hparams"))
+    work_dir: str | None = field(default=None, metadata=_opt(
+        "where the run's checkpoints, logs and metrics go (default work_dirs/<config name>)"))
+    name: str | None = field(default=None, metadata=_opt(
+        "run name; re-running with the same name resumes it"))
+    probe_epochs: Sequence[int] = field(default=(), metadata=_opt(
+        "comma-separated epochs (before the LR step) after which to run the LR-step probe: a "
+        "short run at lr x gamma from that epoch's state, scored on val and then discarded "
+        "(e.g. 1,2,3)", cli_kind="int_list"))
+
+    def __post_init__(self) -> None:
+        self._check_common("workers")
+        if not isinstance(self.hparams, Mapping):
+            raise UserError(f"{_name('hparams')} must be a JSON object of name: value, got "
+                            f"{self.hparams!r}.")
+        if any(not isinstance(e, int) or e < 1 for e in self.probe_epochs):
+            raise UserError(f"{_name('probe_epochs')} must list epochs >= 1, got "
+                            f"{list(self.probe_epochs)!r}.")
+
+
+def _at_least(name: str, value: int | float, low: int | float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
+        raise UserError(f"{_name(name)} must be >= {low}, got {value!r}.")
+
+
+def _one_of(name: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise UserError(f"{_name(name)} must be one of {', '.join(allowed)}; got {value!r}.")
+
+
+def _check_points(points: Sequence[Mapping[str, Any]]) -> None:
+    if isinstance(points, (str, bytes)) or not all(isinstance(p, Mapping) for p in points):
+        raise UserError(f"{_name('points')} must be a list of objects (JSON on the command "
+                        "line), e.g. '[{\"lr\": 0.001}]'.")
+
+
+# -- the command lines, generated from the fields ------------------------------------------------
+def _parse_json(name: str, example: str):
+    def parse(text: str) -> Any:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{flag(name)} is not valid JSON ({err.msg} at column {err.colno}): "
+                            f"{text!r}. Example: {flag(name)} '{example}'.") from err
+    return parse
+
+
+def _parse_int_list(name: str):
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            return tuple(sorted({int(e) for e in text.split(",") if e.strip()}))
+        except ValueError as err:
+            raise UserError(f"{flag(name)} must be comma-separated whole epochs, e.g. 1,2,3; "
+                            f"got {text!r}.") from err
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per field of `cls`, with the field's default and help."""
+    from mmengine.config import DictAction
+
+    for f in dataclasses.fields(cls):
+        meta = dict(f.metadata.get("cli", {}))
+        kind = meta.pop("cli_kind", None)
+        kwargs: dict[str, Any] = {"dest": f.name, "help": f.metadata.get("help", ""), **meta}
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if kind == "dict":
+            kwargs.update(nargs="+", action=DictAction, default={})
+        elif kind in ("json_points", "json_hparams"):
+            kwargs.update(default=None)  # parsed (and reported) by config_from_args
+        elif kind == "int_list":
+            kwargs.update(default=None)
+        elif kind == "optional":
+            kwargs.update(nargs="?", default=None)
+        elif f.type in ("bool",):
+            kwargs.update(action="store_true", default=False)
+        else:
+            kwargs.update(default=default, type=_scalar_type(f.type))
+        parser.add_argument(flag(f.name), **kwargs)
+
+
+def _scalar_type(annotation: str):
+    if annotation.startswith("int"):
+        return int
+    if annotation.startswith("float"):
+        return float
+    return str
+
+
+def config_from_args(cls: type, args: argparse.Namespace):
+    """The dataclass from parsed flags; JSON-valued flags are decoded here, so a bad value is a
+    `UserError` naming the flag (exit 2), not an argparse usage error."""
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        value = getattr(args, f.name)
+        kind = f.metadata.get("cli", {}).get("cli_kind")
+        if kind == "json_points":
+            value = _parse_json(f.name, '[{"lr": 0.001}]')(value) if value else ()
+            if not isinstance(value, (list, tuple)):
+                raise UserError(f"{flag(f.name)} must be a JSON list of objects, e.g. "
+                                "'[{\"lr\": 0.001}]'.")
+        elif kind == "json_hparams":
+            value = _parse_json(f.name, '{"lr": 0.02, "max_epochs": 6}')(value) if value else {}
+            if not isinstance(value, dict):
+                raise UserError(f"{flag(f.name)} must be a JSON object of name: value, got "
+                                f"{getattr(args, f.name)!r}.")
+        elif kind == "int_list":
+            value = _parse_int_list(f.name)(value) if value else ()
+            if getattr(args, f.name) and not value:
+                raise UserError(f"{flag(f.name)} must list epochs >= 1, got "
+                                f"{getattr(args, f.name)!r}.")
+        values[f.name] = value
+    return cls(**values)

@@ -1,0 +1,104 @@
+"""Result collection and cluster fitting without Ray: a trial's status and cost come from its
+committed records and Tune's status; a trial that cannot be placed is refused up front."""
+
+from __future__ import annotations
+
+import pytest
+
+from raytune_ft.cluster import check_cluster_fits
+from raytune_ft.errors import UserError
+from raytune_ft.results import best_row, trial_row
+from raytune_ft.space import TrialShape, parse_space
+from raytune_ft.storage import ExperimentStorage
+from raytune_ft.trainable import SearchJob
+from raytune_ft.trial import TrialResources
+
+METRIC = "coco/bbox_mAP"
+
+
+def job(resources: TrialResources, tmp_path) -> SearchJob:
+    space = parse_space({"params": {"lr": {"type": "loguniform", "low": 1e-3, "high": 1e-1},
+                                    "max_epochs": {"type": "choice", "values": [4, 6]}}})
+    return SearchJob(cfg={}, space=space, recipe={"lr": 0.02, "max_epochs": 6, "milestones": [4]},
+                     shape=TrialShape(total_batch=2, iters_per_epoch=10), resources=resources,
+                     experiment=ExperimentStorage.create(tmp_path, "e"), metric=METRIC,
+                     mode="max", max_failures=0, num_to_keep=1)
+
+
+def epochs(*values: float, diverged_at: int | None = None) -> list[dict]:
+    return [{"epoch": i + 1, METRIC: v, "diverged": float(diverged_at == i + 1)}
+            for i, v in enumerate(values)]
+
+
+CPU = TrialResources(workers=2, cpus_per_worker=3)
+GPU = TrialResources(workers=2, cpus_per_worker=6, gpus_per_worker=1)
+
+
+@pytest.mark.parametrize("records, tune_status, error, status, reason", [
+    (epochs(0.1, 0.2, 0.3, 0.4), "TERMINATED", None, "finished", ""),
+    (epochs(0.1, 0.2), "TERMINATED", None, "stopped", "early-stopped by the scheduler after "
+                                                       "epoch 2"),
+    (epochs(0.1, 0.2), "PENDING", None, "unfinished", "interrupted after epoch 2; --resume"),
+    (epochs(0.1, -1.0, diverged_at=2), "TERMINATED", None, "diverged", "NaN/inf"),
+    (epochs(0.1), "ERROR", "ValueError: bad png", "errored", "ValueError: bad png"),
+    ([], "TERMINATED", "RuntimeError: no GPU", "errored", "no GPU"),
+])
+def test_status_comes_from_records_and_tune(tmp_path, records, tune_status, error, status,
+                                            reason):
+    row = trial_row(job(CPU, tmp_path), "t1", 0, {"lr": 0.01, "max_epochs": 4}, records,
+                    seconds=100.0, error=error, tune_status=tune_status)
+    assert row.status == status and reason in row.reason
+    assert row.epochs_run == len(records) and row.max_epochs == 4
+    if records and status != "diverged":
+        assert row.best_metric == max(r[METRIC] for r in records)
+
+
+def test_device_seconds_are_gpu_seconds_on_gpu_trials(tmp_path):
+    cpu = trial_row(job(CPU, tmp_path), "c", 0, {"lr": 0.01, "max_epochs": 4},
+                    epochs(0.1, 0.2, 0.3, 0.4), seconds=100.0)
+    gpu = trial_row(job(GPU, tmp_path), "g", 0, {"lr": 0.01, "max_epochs": 4},
+                    epochs(0.1, 0.2, 0.3, 0.4), seconds=100.0)
+    assert cpu.device_seconds == 100.0 * 2 * 3  # 2 workers x 3 CPUs
+    assert gpu.device_seconds == 100.0 * 2 * 1  # 2 workers x 1 GPU; their 6 CPUs not counted
+    assert (CPU.device, GPU.device) == ("CPU", "GPU")
+
+
+def test_early_stopping_savings_are_the_epochs_not_run(tmp_path):
+    row = trial_row(job(GPU, tmp_path), "s", 0, {"lr": 0.01, "max_epochs": 6}, epochs(0.1, 0.2),
+                    seconds=60.0)
+    assert row.status == "stopped"
+    assert row.saved_device_seconds == pytest.approx(120.0 / 2 * 4)  # 4 of 6 epochs not run
+
+
+def test_best_row_ignores_diverged_trials(tmp_path):
+    j = job(CPU, tmp_path)
+    ok = trial_row(j, "a", 0, {"lr": 0.01, "max_epochs": 4}, epochs(0.1, 0.2, 0.3, 0.3), 1.0)
+    bad = trial_row(j, "b", 1, {"lr": 0.09, "max_epochs": 4}, epochs(0.5, diverged_at=2) +
+                    [{"epoch": 2, METRIC: -1.0, "diverged": 1.0}], 1.0)
+    assert bad.status == "diverged" and best_row([ok, bad], "max") is ok
+
+
+NODE = {"CPU": 8.0, "GPU": 2.0}
+
+
+@pytest.mark.parametrize("nodes, workers, cpus, gpus, placement, needle", [
+    ([NODE], 1, 1, 4, "PACK", "needs 1 worker(s) x (1 CPU, 4 GPU)"),
+    ([NODE, NODE], 3, 4, 1, "STRICT_PACK", "no placement (STRICT_PACK)"),
+    ([NODE, NODE], 3, 1, 1, "STRICT_SPREAD", "no placement (STRICT_SPREAD)"),
+    ([NODE], 1, 8, 0, "PACK", "8.01 CPU"),  # the trial's driver CPU on top of the worker's
+])
+def test_cluster_that_cannot_place_a_trial_is_refused(nodes, workers, cpus, gpus, placement,
+                                                      needle):
+    with pytest.raises(UserError) as err:
+        check_cluster_fits(nodes, workers, cpus, gpus, placement, trial_cpus=0.01)
+    assert needle in str(err.value)
+    assert "2 GPU" in str(err.value) or "4 GPU" in str(err.value)
+
+
+@pytest.mark.parametrize("nodes, workers, cpus, gpus, placement", [
+    ([NODE, NODE], 4, 2, 1, "PACK"),
+    ([NODE, NODE], 2, 4, 1, "STRICT_SPREAD"),
+    ([NODE], 2, 4, 1, "STRICT_PACK"),
+])
+def test_cluster_that_can_place_a_trial_passes(nodes, workers, cpus, gpus, placement):
+    check_cluster_fits(nodes, workers, cpus, gpus, placement)
