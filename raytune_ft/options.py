@@ -28,6 +28,10 @@ OLD_GRACE = 0.34
 TPE_STARTUP_TRIALS = 3
 DEMO_TRIALS = 10  # about 55 trial-epochs on the demo: ~10 min on 2 CPU cores
 DEFAULT_TRIALS = 8
+# Confirmation: the best config and the recipe, 2 fresh seeds each (4 full runs: ~5 min on the
+# demo, about half a search's cost on a real config). Enough for a paired interval.
+DEFAULT_CONFIRM = 1
+DEFAULT_SEEDS = 2
 
 
 def _opt(help: str, **cli: Any) -> Any:
@@ -146,6 +150,13 @@ class SearchConfig(_Common):
         "extra points (in the space's terms) evaluated right after the recipe, as JSON on the "
         "command line, e.g. '[{\"lr\": 0.001}]'; unset keys take the recipe's",
         cli_kind="json_points"))
+    confirm: int = field(default=DEFAULT_CONFIRM, metadata=_opt(
+        "after the search, re-run the best K configs and the recipe with --seeds fresh seeds "
+        f"each at their full schedules; the winner is the best confirmed mean (default "
+        f"{DEFAULT_CONFIRM}; 0: no confirmation)"))
+    seeds: int = field(default=DEFAULT_SEEDS, metadata=_opt(
+        f"seeds per confirmed config (default {DEFAULT_SEEDS}; 2 or more give a paired 95% "
+        "interval against the recipe)"))
     mlflow: str | None = field(default=None, metadata=_opt(
         "log every trial to MLflow (one run per trial: hyper-parameters and per-epoch "
         "metrics); a tracking URI, or 'auto' (what the bare flag means): MLflow's SQLite store "
@@ -167,6 +178,11 @@ class SearchConfig(_Common):
         _at_least("startup_trials", self.startup_trials, 1)
         _at_least("grid_points", self.grid_points, 2)
         _at_least("num_to_keep", self.num_to_keep, 1)
+        _at_least("confirm", self.confirm, 0)
+        _at_least("seeds", self.seeds, 1)
+        if self.num_samples is not None and self.confirm > self.num_samples:
+            raise UserError(f"{_name('confirm')} {self.confirm} asks to confirm more configs "
+                            f"than the {self.num_samples} trials the search runs.")
         _one_of("scheduler", self.scheduler, SCHEDULERS)
         _one_of("searcher", self.searcher, SEARCHERS)
         _one_of("mode", self.mode, ("max", "min"))

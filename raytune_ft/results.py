@@ -4,6 +4,7 @@ best_config.py and the best checkpoint."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ class TrialRow:
     last_metric: float | None
     device_seconds: float
     saved_device_seconds: float = 0.0
+    phase: str = "search"  # or "confirm": a re-run of a search trial's config with a new seed
+    seed: int | None = None
+    source_trial: str | None = None  # confirm rows: the search trial whose config this re-ran
 
 
 def collect(results, job: SearchJob, statuses: dict[str, str] | None = None) -> list[TrialRow]:
@@ -128,24 +132,21 @@ def best_row(rows: list[TrialRow], mode: str) -> TrialRow | None:
     return (max if mode == "max" else min)(scored, key=lambda r: r.best_metric)
 
 
-def write_results(rows: list[TrialRow], job: SearchJob) -> dict[str, Any]:
-    """Write results.csv, summary.json, best_config.py and best_checkpoint.pth into the
-    experiment (its folder, or the staging mirror published to its URI); return the summary."""
+def write_results(rows: list[TrialRow], job: SearchJob, confirmation=None,
+                  test: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write results.csv, trials.json, summary.json, best_config.py and best_checkpoint.pth into
+    the experiment (its folder, or the staging mirror published to its URI); return the summary.
+
+    With a `confirmation` (raytune_ft.confirm.Confirmation) its runs are extra rows, the summary
+    gains its statistics, and best_config.py / best_checkpoint.pth follow its winner. `test`
+    (raytune_ft.testscore.test_score) adds the held-out test scores, or the note why there are
+    none.
+    """
     exp = job.experiment
-    device = job.resources.device.lower()
-    hp_keys = sorted({k for r in rows for k in r.hparams})
-    cfg_keys = sorted({k for r in rows for k in r.config})
-    with open(exp.local_path("results.csv"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["trial", "trial_id", "status", "reason", *[f"space.{k}" for k in cfg_keys],
-                         *hp_keys, f"best {job.metric}", "best_epoch", f"last {job.metric}",
-                         "epochs_run", "max_epochs", f"{device}_seconds"])
-        for r in rows:
-            writer.writerow([r.order, r.trial_id, r.status, r.reason,
-                             *[r.config.get(k, "") for k in cfg_keys],
-                             *[json.dumps(r.hparams[k]) if k in r.hparams else "" for k in hp_keys],
-                             _fmt(r.best_metric), r.best_epoch or "", _fmt(r.last_metric),
-                             r.epochs_run, r.max_epochs, f"{r.device_seconds:.1f}"])
+    every = rows + (confirmation.rows if confirmation else [])
+    write_csv(every, job, exp.local_path("results.csv"))
+    exp.local_path("trials.json").write_text(
+        json.dumps([dataclasses.asdict(r) for r in every], indent=1, default=str))
     best = best_row(rows, job.mode)
     trial0 = rows[0] if rows else None
     counts: dict[str, int] = {}
@@ -161,21 +162,74 @@ def write_results(rows: list[TrialRow], job: SearchJob) -> dict[str, Any]:
         "gain_over_trial0": (best.best_metric - trial0.best_metric)
         if best and trial0 and trial0.best_metric is not None else None,
         # device-seconds: GPU-seconds of GPU trials, CPU-seconds of CPU trials ("device")
-        "total_device_seconds": sum(r.device_seconds for r in rows),
+        "total_device_seconds": sum(r.device_seconds for r in every),
         "device_seconds_saved_by_early_stopping": sum(r.saved_device_seconds for r in rows),
         "device": job.resources.device,
         "experiment": exp.path,
     }
-    if best is not None:
-        write_best_config(job, best, exp.local_path("best_config.py"))
-        summary["best_config"] = exp.join("best_config.py")
+    if test:
+        if "note" in test:
+            summary["test_note"] = test["note"]
+        else:
+            summary["test_score"] = test
+    winner = confirmation.winner if confirmation else None
+    ckpt, wrote = None, False
+    if confirmation is not None:
+        summary["confirmation"] = confirmation.to_json()
+    if winner is not None and winner.best_row is not None:
+        summary["winner_trial"] = winner.source_trial
+        summary["winner_hparams"] = winner.hparams
+        header = (f"confirmed winner: trial {winner.source_trial}, {job.metric} mean "
+                  f"{winner.mean:.4f} +- {winner.std:.4f} over seeds {confirmation.seeds}")
+        write_best_config(job, winner.hparams, header, exp.local_path("best_config.py"))
+        ckpt = copy_best_checkpoint(confirmation.job, winner.best_row,
+                                    exp.local_path("best_checkpoint.pth"))
+        wrote = True
+    elif best is not None:
+        header = (f"best trial {best.trial_id}, {job.metric}={best.best_metric:.4f} at epoch "
+                  f"{best.best_epoch} (one run, not confirmed over seeds)")
+        write_best_config(job, best.hparams, header, exp.local_path("best_config.py"))
         ckpt = copy_best_checkpoint(job, best, exp.local_path("best_checkpoint.pth"))
+        wrote = True
+    if wrote:
+        summary["best_config"] = exp.join("best_config.py")
         summary["best_checkpoint"] = exp.join("best_checkpoint.pth") if ckpt else None
     exp.local_path("summary.json").write_text(json.dumps(summary, indent=2, default=str))
     write_hparams(rows, job)
-    for name in ("results.csv", "best_config.py", "best_checkpoint.pth", "summary.json"):
+    for name in ("results.csv", "trials.json", "best_config.py", "best_checkpoint.pth",
+                 "summary.json"):
         exp.publish(name)
     return summary
+
+
+def write_csv(rows: list[TrialRow], job: SearchJob, path: Path) -> None:
+    """results.csv: a row per search trial, then a row per confirmation run."""
+    device = job.resources.device.lower()
+    hp_keys = sorted({k for r in rows for k in r.hparams})
+    cfg_keys = sorted({k for r in rows if r.phase == "search" for k in r.config})
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["trial", "trial_id", "phase", "seed", "source_trial", "status", "reason",
+                         *[f"space.{k}" for k in cfg_keys], *hp_keys, f"best {job.metric}",
+                         "best_epoch", f"last {job.metric}", "epochs_run", "max_epochs",
+                         f"{device}_seconds"])
+        for r in rows:
+            point = r.config if r.phase == "search" else r.config.get("candidate", {}).get(
+                "point", {})
+            writer.writerow([r.order, r.trial_id, r.phase, "" if r.seed is None else r.seed,
+                             r.source_trial or "", r.status, r.reason,
+                             *[point.get(k, "") for k in cfg_keys],
+                             *[json.dumps(r.hparams[k]) if k in r.hparams else "" for k in hp_keys],
+                             _fmt(r.best_metric), r.best_epoch or "", _fmt(r.last_metric),
+                             r.epochs_run, r.max_epochs, f"{r.device_seconds:.1f}"])
+
+
+def read_rows(experiment) -> list[TrialRow]:
+    """The rows a finished (or interrupted) search wrote to trials.json."""
+    data = experiment.storage.read_bytes(experiment.name, "trials.json")
+    if data is None:
+        return []
+    return [TrialRow(**row) for row in json.loads(data)]
 
 
 def write_hparams(rows: list[TrialRow], job: SearchJob) -> None:
@@ -200,13 +254,12 @@ def write_hparams(rows: list[TrialRow], job: SearchJob) -> None:
         job.experiment.publish(*run)
 
 
-def write_best_config(job: SearchJob, best: TrialRow, path: Path) -> Path:
+def write_best_config(job: SearchJob, hparams: dict[str, Any], what: str, path: Path) -> Path:
     """A complete, standalone MMDetection config with the best hyper-parameters folded in."""
-    cfg = apply_hparams(Config(job.cfg), best.hparams)
+    cfg = apply_hparams(Config(job.cfg), hparams)
     cfg.dump(str(path))
-    header = (f"# raytune_ft best config: trial {best.trial_id}, {job.metric}="
-              f"{best.best_metric:.4f} at epoch {best.best_epoch}\n"
-              f"# hyper-parameters: {json.dumps(best.hparams)}\n"
+    header = (f"# raytune_ft best config: {what}\n"
+              f"# hyper-parameters: {json.dumps(hparams)}\n"
               f"# retrain: python -m raytune_ft.train --config {path.name}\n")
     path.write_text(header + path.read_text())
     return path

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -57,7 +58,19 @@ class SearchResult:
 
     @property
     def best_hparams(self) -> dict[str, Any] | None:
-        return self.summary.get("best_hparams")
+        """The winner's hyper-parameters: the best confirmed mean when the search confirmed
+        over seeds, else the best single run's."""
+        return self.summary.get("winner_hparams") or self.summary.get("best_hparams")
+
+    @property
+    def confirmation(self) -> dict[str, Any] | None:
+        """Seeds, every confirmed config's values, mean, std and paired interval to the recipe."""
+        return self.summary.get("confirmation")
+
+    @property
+    def test_score(self) -> dict[str, Any] | None:
+        """Winner and recipe scored on the held-out test set, when the config has one."""
+        return self.summary.get("test_score")
 
     @property
     def best_config(self) -> str | None:
@@ -105,6 +118,7 @@ def prepare(config: SearchConfig) -> SearchPlan:
                                       check_metric, check_points_apply, smoke)
     from raytune_ft.scheduler import probe_spec
     from raytune_ft.space import TrialShape, load_space, recipe_point, to_hparams
+    from raytune_ft.testscore import test_annotation
     from raytune_ft.trackers import check_trackers
     from raytune_ft.trainable import SearchJob
     from raytune_ft.trial import TrialResources
@@ -115,6 +129,8 @@ def prepare(config: SearchConfig) -> SearchPlan:
     space = load_space(config.space)
     data = check_annotations(cfg, "train_dataloader")
     check_annotations(cfg, "val_dataloader")
+    if test_annotation(cfg):  # a held-out test set, scored once at the end
+        check_annotations(cfg, "test_dataloader")
     check_load_from(cfg)
     check_load_from_fits(cfg)
     check_metric(cfg, config.metric)
@@ -142,6 +158,30 @@ def prepare(config: SearchConfig) -> SearchPlan:
                          config.probe_length),
     )
     return SearchPlan(config, job, points, data["images"])
+
+
+SEARCH_CONFIG = "search_config.json"  # the resolved SearchConfig, for confirm and report
+
+
+def save_config(config: SearchConfig, experiment: ExperimentStorage) -> None:
+    import dataclasses
+    import json
+
+    experiment.local_path(SEARCH_CONFIG).write_text(
+        json.dumps(dataclasses.asdict(config), indent=1, default=list))
+    experiment.publish(SEARCH_CONFIG)
+
+
+def load_config_of(experiment: ExperimentStorage) -> SearchConfig:
+    """The SearchConfig an experiment was run with; UserError when it is not an experiment."""
+    import json
+
+    data = experiment.storage.read_bytes(experiment.name, SEARCH_CONFIG)
+    if data is None:
+        raise UserError(f"'{experiment.path}' is not a raytune_ft experiment (no "
+                        f"{SEARCH_CONFIG}): pass the folder a search wrote, "
+                        "<storage-path>/<name>.")
+    return SearchConfig(**json.loads(data))
 
 
 def check_scheduler_args(config: SearchConfig, cfg) -> None:
@@ -232,6 +272,7 @@ def build_tuner(plan: SearchPlan, nodes: list[dict[str, float]]):
     if exp.storage.exists(exp.name, "tuner.pkl"):
         raise UserError(f"experiment '{exp.path}' exists already: pass --resume to continue it "
                         "or choose another --name.")
+    save_config(config, exp)
     return tune.Tuner(
         trainable,
         param_space=job.space.to_tune(config.searcher, config.grid_points),
@@ -300,7 +341,75 @@ def run_search(config: SearchConfig) -> SearchResult:
     unfinished = [t for t, s in statuses.items() if s not in ("TERMINATED", "ERROR")]
     expected = 1 if config.searcher == "grid" else config.num_samples
     status = "interrupted" if unfinished or len(statuses) < expected else "finished"
+    if status == "finished" and config.confirm:
+        finished = sum(1 for r in rows if r.status == "finished")
+        if finished < config.confirm:
+            print(f"[raytune_ft] --confirm {config.confirm}: only {finished} trial(s) ran their "
+                  f"full schedule; confirming {finished}.")
+        if finished:
+            summary = confirm_and_rewrite(plan, rows, min(config.confirm, finished),
+                                          config.seeds) or summary
+    elif status == "finished":
+        summary = score_and_rewrite(plan, rows, None) or summary
+    report(plan.experiment)
     return SearchResult(status, plan.experiment.path, summary, rows, config)
+
+
+def score_and_rewrite(plan: SearchPlan, rows: list, confirmation) -> dict[str, Any]:
+    """Score the winner and the recipe on the held-out test set (when the config has one) and
+    rewrite the results with it; {} when that fails (the results written so far stay)."""
+    from raytune_ft.results import write_results
+    from raytune_ft.testscore import test_score
+
+    try:
+        test = test_score(plan, rows, confirmation)
+    except Exception as err:  # noqa: BLE001 - val results must survive a failing test run
+        print(f"[raytune_ft] scoring on the test set failed ({type(err).__name__}: {err}); "
+              "the val results are kept.", file=sys.stderr)
+        return {}
+    summary = write_results(rows, plan.job, confirmation, test)
+    if "note" in test:
+        print(f"[raytune_ft] test score: {test['note']}")
+    else:
+        print(f"[raytune_ft] picked on val, scored on test ({test['test_annotation']}): "
+              + ", ".join(f"{k} {v:.4f}" if v is not None else f"{k} -"
+                          for k, v in test.items() if k in ("winner", "recipe")))
+    return summary
+
+
+def report(experiment: ExperimentStorage) -> None:
+    """report.html at the end of every search (a failure to draw never fails the search)."""
+    from raytune_ft.report import write_report
+
+    try:
+        print(f"[raytune_ft] report:          {write_report(experiment)}")
+    except Exception as err:  # noqa: BLE001 - the results are written; the report is extra
+        print(f"[raytune_ft] report.html could not be written ({type(err).__name__}: {err}); "
+              f"python -m raytune_ft.report {experiment.path} retries it.", file=sys.stderr)
+
+
+def confirm_and_rewrite(plan: SearchPlan, rows: list, k: int, seeds: int) -> dict[str, Any]:
+    """Confirm the best k configs and the recipe over `seeds` seeds, rewrite the results with
+    it and return the new summary. A confirmation run that fails leaves the search's results
+    as they were written (a bad request still raises UserError first)."""
+    from raytune_ft.confirm import format_confirmation, pick_candidates, run_confirmation
+    from raytune_ft.results import write_results
+
+    pick_candidates(rows, k, plan.job.mode)  # UserError before anything runs
+    try:
+        confirmation = run_confirmation(plan, rows, k, seeds)
+    except Exception as err:  # noqa: BLE001 - the search's results must survive any failure
+        print(f"[raytune_ft] the confirmation failed ({type(err).__name__}: {err}); the "
+              f"search's results are kept. Retry with: python -m raytune_ft.confirm "
+              f"{plan.experiment.path}", file=sys.stderr)
+        return {}
+    print("\n" + format_confirmation(confirmation, plan.job.metric))
+    summary = score_and_rewrite(plan, rows, confirmation)
+    if not summary:
+        summary = write_results(rows, plan.job, confirmation)
+    print(f"[raytune_ft] best config:     {summary.get('best_config')} (the confirmed winner)")
+    print(f"[raytune_ft] best checkpoint: {summary.get('best_checkpoint')}")
+    return summary
 
 
 def trial_statuses(experiment: ExperimentStorage) -> dict[str, str]:
@@ -347,6 +456,4 @@ def main(argv: list[str] | None = None) -> int:
 __all__ = ["SearchPlan", "SearchResult", "prepare", "run_search"]
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main())

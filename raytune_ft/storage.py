@@ -250,6 +250,16 @@ class ExperimentStorage:
     def trial_path(self, trial_id: str) -> str:
         return self.join(TRIALS_DIR, self.trial_name(trial_id))
 
+    def trial_ids(self) -> list[str]:
+        """The ids of the trials that have a folder (ran at least briefly), in name order."""
+        import pyarrow.fs
+
+        selector = pyarrow.fs.FileSelector(self.storage.fs_path(self.name, TRIALS_DIR),
+                                           allow_not_found=True)
+        infos = self.storage.fs.get_file_info(selector)
+        names = sorted(i.base_name for i in infos if i.type == pyarrow.fs.FileType.Directory)
+        return [n.removeprefix("trial_") for n in names if n.startswith("trial_")]
+
     def records(self, trial_id: str) -> list[dict[str, Any]]:
         """The committed epoch reports of a trial, in order (read from the storage)."""
         return read_records(self.storage, self.name, TRIALS_DIR, self.trial_name(trial_id))

@@ -36,18 +36,37 @@ class SearchJob:
     probe: dict[str, Any] | None = None  # LR-step probe at the scheduler's rungs (step-probe)
 
 
+def sampled_point(config: dict[str, Any]) -> dict[str, Any]:
+    """The space's point of a Tune trial config: the config itself for a search trial, its
+    candidate's point for a confirmation run ({"candidate": {"point": ...}, "seed": s})."""
+    return config["candidate"]["point"] if "candidate" in config else config
+
+
 def trial_hparams(config: dict[str, Any], job: SearchJob) -> dict[str, Any]:
-    """Engine hyper-parameters of a Tune sample, constraints applied."""
-    return to_hparams(config, job.space, job.recipe, job.shape)
+    """Engine hyper-parameters of a Tune trial config, constraints applied."""
+    return to_hparams(sampled_point(config), job.space, job.recipe, job.shape)
 
 
 def tune_trainable(config: dict[str, Any], job: SearchJob) -> None:
+    """A search trial: the sampled point's schedule, from the pretrained checkpoint."""
+    _run(config, job)
+
+
+def confirm_trainable(config: dict[str, Any], job: SearchJob) -> None:
+    """A confirmation run: `config` = {"candidate": {"point": ..., "source": trial id},
+    "seed": s}; the candidate's full schedule with mmengine's `randomness.seed` = s."""
+    _run(config, job, seed=int(config["seed"]))
+
+
+def _run(config: dict[str, Any], job: SearchJob, seed: int | None = None) -> None:
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     trial_id = tune.get_context().get_trial_id()
     hparams = trial_hparams(config, job)
     cfg = apply_hparams(Config(job.cfg), hparams)
+    if seed is not None:
+        cfg.randomness = {**dict(cfg.get("randomness") or {}), "seed": seed}
     spec = TrialSpec(
         name=job.experiment.trial_name(trial_id),
         storage_path=job.experiment.trials_root,
@@ -58,5 +77,6 @@ def tune_trainable(config: dict[str, Any], job: SearchJob) -> None:
         mode=job.mode,
         probe=job.probe,
     )
-    print(f"[raytune_ft] trial {trial_id}: {hparams}", flush=True)
+    print(f"[raytune_ft] trial {trial_id}: {hparams}"
+          + (f", seed {seed}" if seed is not None else ""), flush=True)
     run_trial(cfg, spec, callbacks=[TuneReportCallback()])

@@ -77,3 +77,71 @@ def with_testing_hooks(*hooks: str) -> str:
 
 
 RANK_AUDIT = "dict(type='RankAuditHook')"
+
+
+def write_table_experiment(root: Path, n_trials: int, name: str = "table", seed: int = 0,
+                           confirm: bool = True, finished: bool = True) -> Path:
+    """An experiment folder in raytune_ft's own format whose trials are the demo's *measured*
+    curves (bench/curves/demo.json), drawn at random and early-stopped at epoch 2 for some:
+    a report fixture of any size without hours of training. Returns the experiment folder."""
+    import dataclasses
+    import random
+
+    from raytune_ft.options import SearchConfig
+    from raytune_ft.results import TrialRow
+
+    table = json.loads((REPO / "bench" / "curves" / "demo.json").read_text())["configs"]
+    keys = sorted(table)
+    rng = random.Random(seed)
+    exp = root / name
+    (exp / "trials").mkdir(parents=True)
+    metric = "coco/bbox_mAP"
+    rows = []
+    for order in range(n_trials):
+        run = table[keys[0 if order == 0 else rng.randrange(len(keys))]]
+        trial_id = f"{order:04x}{rng.randrange(16 ** 4):04x}"
+        stop = order > 0 and rng.random() < 0.6 and finished
+        epochs = [dict(e, lr_step_epoch=run["step"], max_epochs=run["max_epochs"])
+                  for e in run["epochs"]][: 2 if stop else None]
+        if not finished and order == n_trials - 1:
+            epochs = epochs[:1]
+        (exp / "trials" / f"trial_{trial_id}").mkdir()
+        (exp / "trials" / f"trial_{trial_id}" / "metrics.jsonl").write_text(
+            "".join(json.dumps(e) + "\n" for e in epochs))
+        values = [e[metric] for e in epochs if not e.get("diverged")] or [0.0]
+        status = "stopped" if stop else ("finished" if finished or order < n_trials - 1
+                                         else "unfinished")
+        if any(e.get("diverged") for e in epochs):
+            status = "diverged"
+        rows.append(TrialRow(trial_id, order, {"lr": run["lr"], "max_epochs": run["max_epochs"],
+                                               "step_frac": run["step"] / run["max_epochs"]},
+                             {"lr": run["lr"], "max_epochs": run["max_epochs"],
+                              "milestones": [run["step"]]}, status, "", len(epochs),
+                             run["max_epochs"], max(values), values.index(max(values)) + 1,
+                             values[-1], 20.0 * len(epochs)))
+    config = SearchConfig(config="configs/demo/faster_rcnn_mnv2_trees.py", name=name,
+                          storage_path=str(root))
+    (exp / "search_config.json").write_text(json.dumps(dataclasses.asdict(config), default=list))
+    if not finished:
+        return exp
+    best = max(rows, key=lambda r: r.best_metric if r.status == "finished" else -1)
+    summary = {"metric": metric, "mode": "max", "trials": n_trials,
+               "best_trial": best.trial_id, "best_metric": best.best_metric,
+               "best_hparams": best.hparams, "trial0_trial": rows[0].trial_id,
+               "trial0_metric": rows[0].best_metric, "device": "CPU",
+               "total_device_seconds": sum(r.device_seconds for r in rows),
+               "device_seconds_saved_by_early_stopping": 400.0}
+    if confirm:
+        candidates = [{"trial": best.trial_id, "role": "best #1", "hparams": best.hparams,
+                       "search_value": best.best_metric, "values": {"1": 0.101, "2": 0.094},
+                       "mean": 0.0975, "std": 0.005,
+                       "diff_to_recipe": {"mean": 0.025, "ci95": [-0.05, 0.1], "n": 2}},
+                      {"trial": rows[0].trial_id, "role": "recipe", "hparams": rows[0].hparams,
+                       "search_value": rows[0].best_metric, "values": {"1": 0.072, "2": 0.073},
+                       "mean": 0.0725, "std": 0.0007, "diff_to_recipe": None}]
+        summary["confirmation"] = {"seeds": [1, 2], "winner_trial": best.trial_id,
+                                   "winner_beats_recipe_beyond_noise": False,
+                                   "candidates": candidates}
+    (exp / "summary.json").write_text(json.dumps(summary))
+    (exp / "trials.json").write_text(json.dumps([dataclasses.asdict(r) for r in rows]))
+    return exp

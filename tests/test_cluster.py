@@ -121,7 +121,7 @@ def test_trial_spans_nodes_and_a_search_runs_on_the_cluster(three_node_cluster, 
     space.write_text("params:\n  lr: {type: loguniform, low: 1.0e-3, high: 2.0e-2}\n")
     rc = search_main(["--config", str(cfg_path), "--space", str(space), "--num-samples", "2",
                       "--storage-path", str(tmp_path / "exp"), "--name", "onc",
-                      "--address", cluster.address, "--scheduler", "fifo"])
+                      "--address", cluster.address, "--scheduler", "fifo", "--confirm", "0"])
     assert rc == 0
     summary = json.loads((tmp_path / "exp" / "onc" / "summary.json").read_text())
     assert summary["by_status"] == {"finished": 2}

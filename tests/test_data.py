@@ -101,6 +101,37 @@ def test_kitti_val_ids_file_sets_the_split(tmp_path, capsys):
     assert f"{ids}, line 2: frame '000009'" in capsys.readouterr().err
 
 
+def test_kitti_test_fraction_holds_out_a_test_split_and_keeps_val(tmp_path, capsys):
+    src = write_kitti(tmp_path / "kitti")
+    assert data_main(["kitti", str(src), str(tmp_path / "a"), "--val-fraction", "0.2"]) == 0
+    assert data_main(["kitti", str(src), str(tmp_path / "b"), "--val-fraction", "0.2",
+                      "--test-fraction", "0.2"]) == 0
+    names = {}
+    for out in ("a", "b"):
+        for split in ("train", "val", "test"):
+            path = tmp_path / out / "annotations" / f"{split}.json"
+            if path.exists():
+                names[out, split] = {i["file_name"] for i in json.loads(path.read_text())["images"]}
+    assert ("a", "test") not in names
+    assert names["a", "val"] == names["b", "val"], "val does not move when a test split is cut"
+    assert len(names["b", "test"]) == 1 and not names["b", "test"] & names["b", "train"]
+    assert names["b", "train"] | names["b", "test"] == names["a", "train"]
+    capsys.readouterr()
+    assert data_main(["kitti", str(src), str(tmp_path / "c"), "--test-fraction", "0.9"]) == 2
+    assert "--test-fraction 0.9" in capsys.readouterr().err
+
+
+def test_voc_test_fraction_draws_test_out_of_the_train_list(tmp_path):
+    src = write_voc(tmp_path / "VOC2012")
+    out = tmp_path / "voc_coco"
+    assert data_main(["voc", str(src), str(out), "--test-fraction", "0.3"]) == 0
+    test = json.loads((out / "annotations" / "test.json").read_text())
+    train = json.loads((out / "annotations" / "train.json").read_text())
+    val = json.loads((out / "annotations" / "val.json").read_text())
+    assert len(test["images"]) == 1 and len(train["images"]) == 1
+    assert [i["file_name"] for i in val["images"]] == ["JPEGImages/2012_000002.jpg"]
+
+
 def _break_line(src: Path) -> str:
     label = src / "training/label_2/000001.txt"
     label.write_text(kitti_line("Car", (1, 1, 9, 9)) + "\nCar 0.0 0 1 2 3\n")

@@ -63,7 +63,7 @@ def test_shortened_demo_search_end_to_end(ray_session, tmp_path, capsys):
     # max_concurrent, so both trial drivers started and their CPU slivers left too little of the
     # demo's all-CPU worker for either trial to run. (TPE's path is covered in test_search.py.)
     rc = search_main([
-        "--space", str(space), "--num-samples", "2", "--scheduler", "fifo",
+        "--space", str(space), "--num-samples", "2", "--scheduler", "fifo", "--confirm", "0",
         "--searcher", "random", "--max-concurrent", "1",
         "--cfg-options", "train_cfg.max_epochs=2", "param_scheduler.1.end=2",
         "param_scheduler.1.milestones=[1]", "train_dataloader.dataset.indices=24",

@@ -33,7 +33,7 @@ def test_pipeline_error_is_recorded_with_bounded_retries(ray_session, tmp_path, 
     space.write_text(SPACE)
     rc = search_main(["--config", str(cfg), "--space", str(space), "--num-samples", "1",
                       "--storage-path", str(tmp_path / "exp"), "--name", "err",
-                      "--max-failures", "1", "--scheduler", "fifo"])
+                      "--max-failures", "1", "--scheduler", "fifo", "--confirm", "0"])
     assert rc == 0, "an errored trial does not fail the search"
     with open(tmp_path / "exp" / "err" / "results.csv") as f:
         (row,) = list(csv.DictReader(f))
@@ -53,7 +53,7 @@ def test_checkpoint_retention_keeps_the_best(ray_session, tmp_path, tiny_data, t
     rc = search_main(["--config", str(cfg), "--space", str(space), "--num-samples", "1",
                       "--storage-path", str(tmp_path / "exp"), "--name", "keep",
                       "--num-to-keep", "1", "--metric", "train_loss", "--mode", "min",
-                      "--scheduler", "fifo"])
+                      "--scheduler", "fifo", "--confirm", "0"])
     assert rc == 0
     run = next((tmp_path / "exp" / "keep" / "trials").glob("trial_*"))
     kept = sorted(d for d in run.glob("checkpoint_*") if d.is_dir())
@@ -70,7 +70,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, tiny_data, tiny_p
     exp = tmp_path / "exp" / "int"
     proc = subprocess.Popen([sys.executable, "-m", "raytune_ft.search", "--config", str(cfg),
                              "--space", str(space), "--num-samples", "3", "--storage-path",
-                             str(tmp_path / "exp"), "--name", "int", "--scheduler", "fifo"],
+                             str(tmp_path / "exp"), "--name", "int", "--scheduler", "fifo", "--confirm", "0"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:

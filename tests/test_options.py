@@ -70,6 +70,8 @@ def test_configs_are_frozen():
     ("scheduler", "hyperband", "--scheduler (scheduler) must be one of"),
     ("mode", "best", "--mode"),
     ("resume", True, "--name (name)"),
+    ("seeds", 0, "--seeds (seeds) must be >= 1, got 0"),
+    ("confirm", -1, "--confirm (confirm) must be >= 0"),
     ("points", "lr=0.1", "--points"),
 ])
 def test_bad_field_raises_the_cli_message(field, value, needle, capsys):
@@ -92,6 +94,11 @@ def test_bad_field_raises_the_cli_message(field, value, needle, capsys):
         assert f"error: {err.value}" in printed  # word for word what the API raised
     else:
         assert "--points must be a JSON list" in printed
+
+
+def test_confirm_cannot_exceed_the_trials():
+    with pytest.raises(UserError, match="--confirm \\(confirm\\) 5 asks to confirm more"):
+        SearchConfig(num_samples=4, confirm=5)
 
 
 def test_grace_is_not_checked_without_a_scheduler():

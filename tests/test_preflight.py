@@ -57,6 +57,13 @@ def test_config_unparseable_or_base_missing(ray_session, setup, capsys, cfg_text
     assert rc == 2 and needle in err and "cfg.py" in err, err
 
 
+def test_held_out_test_annotations_are_checked_too(ray_session, setup, capsys):
+    held_out = ("test_dataloader = dict(dataset=dict(data_root=data_root, "
+                "ann_file='annotations/test.json'))\n")
+    rc, err = run_check(setup, capsys, held_out)
+    assert rc == 2 and "test.json' does not exist" in err, err
+
+
 def test_annotation_problems(ray_session, setup, capsys):
     _, data, _ = setup
     ann = data / "annotations" / "train.json"

@@ -30,7 +30,7 @@ params:
 def search_cmd(cfg: Path, space: Path, storage: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "raytune_ft.search", "--config", str(cfg), "--space",
             str(space), "--num-samples", "3", "--storage-path", str(storage), "--name", "r",
-            "--scheduler", "fifo", *extra]
+            "--scheduler", "fifo", "--confirm", "0", *extra]
 
 
 def finished_trials(trials_dir: Path) -> list[Path]:

@@ -48,7 +48,7 @@ def test_search_outputs_agree_and_best_config_retrains(ray_session, tiny_search,
     monkeypatch.setenv("WANDB_MODE", "offline")
     result = run_search(SearchConfig(
         config=str(cfg), space=str(space), num_samples=3, storage_path=str(storage),
-        name="s3", scheduler="fifo", seed=1, mlflow="auto", wandb="raytune-ft-test"))
+        name="s3", scheduler="fifo", seed=1, confirm=0, mlflow="auto", wandb="raytune-ft-test"))
     assert result.status == "finished" and result.experiment == str(storage / "s3")
     assert result.best_config == str(storage / "s3" / "best_config.py")
     assert len(result.rows) == 3 and result.config.num_samples == 3
@@ -113,7 +113,7 @@ def test_asha_stops_a_bad_trial_and_divergence_gets_a_finite_value(ray_session, 
     cfg, space, storage = tiny_search
     points = json.dumps([{"lr": 1e-7}, {"lr": 20.0}])
     rc = search_main(["--config", str(cfg), "--space", str(space), "--num-samples", "3",
-                      "--storage-path", str(storage), "--name", "asha", "--points", points,
+                      "--storage-path", str(storage), "--name", "asha", "--points", points, "--confirm", "0",
                       "--metric", "train_loss", "--mode", "min", "--grace", "0.3",
                       "--reduction-factor", "2", "--max-failures", "0",
                       "--scheduler", "progress-asha"])
@@ -142,7 +142,8 @@ def test_step_probe_scores_trials_before_their_step_and_optuna_learns_probe_valu
         ray_session, tiny_search):
     cfg, space, storage = tiny_search
     rc = search_main(["--config", str(cfg), "--space", str(space), "--num-samples", "2",
-                      "--storage-path", str(storage), "--name", "probe", "--seed", "3"])
+                      "--storage-path", str(storage), "--name", "probe", "--seed", "3",
+                      "--confirm", "0"])
     assert rc == 0  # the default scheduler: step-probe
     exp = storage / "probe"
     rows = read_rows(exp)

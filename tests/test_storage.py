@@ -134,7 +134,7 @@ def test_unreachable_storage_is_a_preflight_error(tmp_path, tiny_data, tiny_pret
 def search_cmd(cfg: Path, space: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "raytune_ft.search", "--config", str(cfg), "--space",
             str(space), "--num-samples", "3", "--storage-path", f"s3://{BUCKET}/exps",
-            "--name", "r", "--scheduler", "fifo", *extra]
+            "--name", "r", "--scheduler", "fifo", "--confirm", "0", *extra]
 
 
 def bucket_records(trial_prefix: str) -> list[dict]:

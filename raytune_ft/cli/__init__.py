@@ -2,6 +2,8 @@
 
     raytune-ft search ...   tune a fine-tune's schedule    (= python -m raytune_ft.search)
     raytune-ft train ...    one fine-tune as a Ray Train run (= python -m raytune_ft.train)
+    raytune-ft confirm EXP  confirm a search's winner over seeds (= python -m raytune_ft.confirm)
+    raytune-ft report EXP   report.html of an experiment    (= python -m raytune_ft.report)
     raytune-ft data ...     convert a data set to COCO JSON (= python -m raytune_ft.data)
     raytune-ft doctor       check the installed stack       (= python -m raytune_ft.doctor)
 """
@@ -14,6 +16,8 @@ from collections.abc import Callable
 COMMANDS: dict[str, tuple[str, str]] = {
     "search": ("raytune_ft.cli.search", "tune the schedule of an MMDetection fine-tune"),
     "train": ("raytune_ft.cli.train", "run one fine-tune as a Ray Train run"),
+    "confirm": ("raytune_ft.confirm", "re-run a search's best configs and the recipe over seeds"),
+    "report": ("raytune_ft.report", "write report.html of an experiment"),
     "data": ("raytune_ft.data.__main__", "convert Cityscapes/KITTI/VOC to COCO JSON"),
     "doctor": ("raytune_ft.doctor", "check the installed stack (torch, mmcv ops, mmdet, Ray)"),
 }

@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="val share of a drawn split (default 0.2)")
         each.add_argument("--seed", type=int, default=0,
                           help="seed of the drawn split (default 0)")
+        each.add_argument("--test-fraction", type=float, default=0.0,
+                          help="also hold out this share of all images as a test split "
+                               "(annotations/test.json), drawn from train; the search never "
+                               "sees it and the winner is scored on it once (default 0: none)")
     return parser
 
 
@@ -63,11 +67,12 @@ def _convert(args: argparse.Namespace) -> tuple[dict[str, dict], dict[str, int],
     if args.dataset == "kitti":
         from raytune_ft.data import kitti
         documents, counts = kitti.convert(src, args.val_fraction, args.seed,
-                                          args.classes or kitti.CLASSES, args.val_ids)
+                                          args.classes or kitti.CLASSES, args.val_ids,
+                                          args.test_fraction)
         return documents, counts, {"training/image_2": src / kitti.IMAGE_DIR}
     from raytune_ft.data import voc
     documents, counts = voc.convert(src, args.splits, args.classes or (), args.val_fraction,
-                                    args.seed)
+                                    args.seed, args.test_fraction)
     return documents, counts, {"JPEGImages": src / "JPEGImages"}
 
 

@@ -68,6 +68,28 @@ def seeded_split(ids: Sequence[str], val_fraction: float, seed: int) -> dict[str
     return {"train": sorted(order[n_val:]), "val": sorted(order[:n_val])}
 
 
+def carve_test(split: dict[str, list[str]], test_fraction: float,
+               seed: int) -> dict[str, list[str]]:
+    """Move a seeded `test_fraction` of all ids out of train into a held-out test split.
+
+    Drawn from train only, so val (drawn or the user's) stays exactly as it was; the search
+    never sees test, which scores the winner once at the end ("picked on val, scored on test").
+    """
+    if not test_fraction:
+        return split
+    total = sum(len(ids) for ids in split.values())
+    if not 0.0 < test_fraction < 1.0:
+        raise UserError(f"--test-fraction must be between 0 and 1 (exclusive), got "
+                        f"{test_fraction}.")
+    n_test = max(1, round(total * test_fraction))
+    if n_test >= len(split["train"]):
+        raise UserError(f"--test-fraction {test_fraction} asks for {n_test} test images but "
+                        f"only {len(split['train'])} are left for training after val: lower it.")
+    order = sorted(split["train"])
+    random.Random(seed + 1).shuffle(order)  # not seed itself: independent of the val draw
+    return {**split, "train": sorted(order[n_test:]), "test": sorted(order[:n_test])}
+
+
 def check_links(out: Path, links: Mapping[str, Path]) -> None:
     """Refuse before writing anything if a link target name in OUT is taken by something else."""
     for name, target in links.items():

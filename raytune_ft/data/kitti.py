@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from raytune_ft.data.coco import CocoSet, image_size, seeded_split
+from raytune_ft.data.coco import CocoSet, carve_test, image_size, seeded_split
 from raytune_ft.errors import UserError
 
 CLASSES = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc")
@@ -78,8 +78,10 @@ def read_val_ids(path: Path, frames: Sequence[str]) -> dict[str, list[str]]:
 
 def convert(src: Path, val_fraction: float = 0.2, seed: int = 0,
             classes: Sequence[str] = CLASSES,
-            val_ids: Path | None = None) -> tuple[dict[str, dict], dict[str, int]]:
-    """COCO documents `{"train.json": ..., "val.json": ...}` and counts for the summary."""
+            val_ids: Path | None = None,
+            test_fraction: float = 0.0) -> tuple[dict[str, dict], dict[str, int]]:
+    """COCO documents `{"train.json": ..., "val.json": ...[, "test.json": ...]}` and counts
+    for the summary."""
     unknown = sorted(set(classes) - set(CLASSES))
     if unknown:
         raise UserError(f"--classes {', '.join(unknown)}: not KITTI object types; choose from "
@@ -98,6 +100,7 @@ def convert(src: Path, val_fraction: float = 0.2, seed: int = 0,
             raise UserError(f"{label} has no image: {image_dir / (frame + '.png')} is missing.")
     split = read_val_ids(val_ids, list(labels)) if val_ids else \
         seeded_split(list(labels), val_fraction, seed)
+    split = carve_test(split, test_fraction, seed)
     documents, counts = {}, {"DontCare dropped": 0}
     for name, frames in split.items():
         coco = CocoSet(categories=tuple(classes))

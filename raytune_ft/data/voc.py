@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from raytune_ft.data.coco import CocoSet, image_size, seeded_split
+from raytune_ft.data.coco import CocoSet, carve_test, image_size, seeded_split
 from raytune_ft.errors import UserError
 
 
@@ -66,7 +66,8 @@ def read_ids(path: Path) -> list[str]:
 
 
 def convert(src: Path, splits: Sequence[str] = ("train", "val"), classes: Sequence[str] = (),
-            val_fraction: float = 0.2, seed: int = 0) -> tuple[dict[str, dict], dict[str, int]]:
+            val_fraction: float = 0.2, seed: int = 0,
+            test_fraction: float = 0.0) -> tuple[dict[str, dict], dict[str, int]]:
     """COCO documents `{"<split>.json": ...}` and counts for the summary."""
     ann_dir, img_dir = src / "Annotations", src / "JPEGImages"
     for folder in (ann_dir, img_dir):
@@ -83,6 +84,11 @@ def convert(src: Path, splits: Sequence[str] = ("train", "val"), classes: Sequen
         print(f"[raytune_ft.data] no {set_dir}/{{{','.join(splits)}}}.txt: drawing a val split "
               f"of {val_fraction:.0%} with seed {seed}", flush=True)
         split_ids = seeded_split(list(xml_files), val_fraction, seed)
+    if test_fraction:
+        if "train" not in split_ids or "test" in split_ids:
+            raise UserError("--test-fraction draws a test split out of train: it needs 'train' "
+                            "among --splits and no 'test' list of your own.")
+        split_ids = carve_test(split_ids, test_fraction, seed)
     parsed: dict[str, VocImage] = {}
     for name, ids in split_ids.items():
         for image_id in ids:

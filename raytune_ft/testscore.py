@@ -1,0 +1,116 @@
+"""The held-out test score: picked on val, scored on test.
+
+The search and the confirmation choose on the val set, so the winner's val score is optimistic.
+When the config's `test_dataloader` reads other data than its `val_dataloader` (e.g. a converter's
+`--test-fraction` split), the winner's and the recipe's checkpoints are evaluated once on it with
+mmengine's `Runner.test()`, in a Ray task with one trial worker's resources.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from raytune_ft.config import innermost_dataset
+from raytune_ft.storage import TRIALS_DIR
+
+VAL_ONLY_NOTE = ("no held-out test set: the config's test_dataloader reads the val data, so "
+                 "only val scores exist (a converter's --test-fraction makes one)")
+DEMO_NOTE = ("val only: the embedded demo's four labelled source images all go into its "
+             "train/val tiles, so it has no held-out test set")
+
+
+def test_score(plan, rows: list, confirmation=None) -> dict[str, Any]:
+    """{"winner", "recipe", "metric", "test_annotation"} scored on test, or {"note"} why not.
+
+    The winner is the confirmed winner's best seed run (else the search's best run); the
+    recipe its confirmation's best seed run (else trial 0).
+    """
+    from mmengine.config import Config
+
+    from raytune_ft.demo import DEMO_CONFIG
+    from raytune_ft.results import best_row
+
+    job = plan.job
+    annotation = test_annotation(Config(job.cfg))
+    if annotation is None:
+        demo = os.path.abspath(plan.config.config) == str(DEMO_CONFIG)
+        return {"note": DEMO_NOTE if demo else VAL_ONLY_NOTE}
+    runs: dict[str, tuple[Any, str]] = {}
+    if confirmation is not None and confirmation.winner and confirmation.winner.best_row:
+        runs["winner"] = (confirmation.job, confirmation.winner.best_row.trial_id)
+        recipe = confirmation.recipe
+        if recipe is not None and recipe.best_row is not None:
+            runs["recipe"] = (confirmation.job, recipe.best_row.trial_id)
+    else:
+        best = best_row([r for r in rows if r.phase == "search"], job.mode)
+        if best is not None:
+            runs["winner"] = (job, best.trial_id)
+        if rows and rows[0].best_metric is not None:
+            runs["recipe"] = (job, rows[0].trial_id)
+    if not runs:
+        return {"note": "no finished run to score on test"}
+    print(f"[raytune_ft] scoring {', '.join(runs)} on the held-out test set {annotation}",
+          flush=True)
+    scores = score_on_test(job, runs)
+    return {**scores, "metric": job.metric, "test_annotation": annotation}
+
+
+def test_annotation(cfg) -> str | None:
+    """The test annotation file when the test data differ from the val data, else None."""
+    test, _ = innermost_dataset(cfg.get("test_dataloader"))
+    val, _ = innermost_dataset(cfg.get("val_dataloader"))
+    if not test or not test.get("ann_file"):
+        return None
+    where = ("data_root", "ann_file", "data_prefix")
+    if all(test.get(k) == val.get(k) for k in where):
+        return None
+    return os.path.join(test.get("data_root", "") or "", test["ann_file"])
+
+
+def _evaluate(cfg_dict: dict, run: dict[str, Any], metric: str, mode: str) -> dict[str, Any]:
+    """In a Ray task: the run's best checkpoint scored by the config's test evaluator."""
+    import tempfile
+    from pathlib import Path
+
+    import ray.train
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    from raytune_ft.checkpoints import allow_mmengine_checkpoints
+
+    allow_mmengine_checkpoints()
+    result = ray.train.Result.from_path(run["storage_path"],
+                                        storage_filesystem=run.get("storage_filesystem"))
+    checkpoint = result.get_best_checkpoint(metric, mode)
+    if checkpoint is None:
+        return {"error": "no checkpoint"}
+    with checkpoint.as_directory() as ckpt_dir, tempfile.TemporaryDirectory() as work:
+        cfg = Config(cfg_dict)
+        cfg.load_from = str(Path(ckpt_dir) / "checkpoint.pth")
+        cfg.resume = False
+        cfg.work_dir = work
+        cfg.launcher = "none"
+        cfg.custom_hooks = []
+        metrics = Runner.from_cfg(cfg).test()
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def score_on_test(job, runs: dict[str, tuple[Any, str]]) -> dict[str, float | None]:
+    """`runs`: label -> (the SearchJob whose experiment holds it, trial id). Each run's best
+    checkpoint is tested in its own Ray task; returns label -> the metric on test."""
+    import ray
+
+    res = job.resources
+    task = ray.remote(_evaluate).options(num_cpus=res.cpus_per_worker,
+                                         num_gpus=res.gpus_per_worker or 0)
+    pending = {}
+    for label, (run_job, trial_id) in runs.items():
+        exp = run_job.experiment
+        where = exp.storage.ray_kwargs(exp.name, TRIALS_DIR, exp.trial_name(trial_id))
+        pending[label] = task.remote(job.cfg, where, job.metric, job.mode)
+    out: dict[str, float | None] = {}
+    for label, ref in pending.items():
+        metrics = ray.get(ref)
+        out[label] = metrics.get(job.metric)
+    return out

@@ -1,0 +1,149 @@
+"""Confirmation over seeds: the statistics and the winner's choice on known values (no Ray),
+and a real confirmation after a tiny search: the recipe and the best config re-run with fresh
+seeds, summary/results/best config follow the confirmed winner, bad requests exit 2."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO, write_tiny_config
+from raytune_ft.confirm import Confirmation, paired_interval, pick_candidates, score
+from raytune_ft.errors import UserError
+from raytune_ft.results import TrialRow
+
+
+def row(trial_id: str, order: int, value: float | None, status: str = "finished",
+        phase: str = "search", seed: int | None = None, source: str | None = None) -> TrialRow:
+    return TrialRow(trial_id, order, {"lr": 0.01 * (order + 1)}, {"lr": 0.01 * (order + 1)},
+                    status, "", 4, 4, value, 4, value, 10.0, 0.0, phase, seed, source)
+
+
+SEARCH = [row("rec", 0, 0.070), row("lucky", 1, 0.120), row("solid", 2, 0.110),
+          row("cut", 3, 0.130, status="stopped"), row("nan", 4, 0.2, status="diverged")]
+
+
+def test_paired_interval_is_a_t_interval():
+    d = paired_interval([0.02, 0.04])
+    assert d["mean"] == pytest.approx(0.03) and d["n"] == 2
+    half = 12.7062047 * 0.0141421356 / 2 ** 0.5  # t(0.975, 1 df) x sd / sqrt(n)
+    assert d["ci95"] == pytest.approx([0.03 - half, 0.03 + half], rel=1e-6)
+    assert paired_interval([0.05])["ci95"] is None  # one seed: no interval
+
+
+def test_candidates_are_the_best_finished_trials_and_the_recipe():
+    picked = pick_candidates(SEARCH, 2, "max")
+    assert [(c.source_trial, c.role) for c in picked] == [
+        ("lucky", "best #1"), ("solid", "best #2"), ("rec", "recipe")]  # stopped/diverged never
+    with pytest.raises(UserError, match="--confirm 4 asks for more configs than the 3"):
+        pick_candidates(SEARCH, 4, "max")
+    recipe_best = [row("rec", 0, 0.2), row("b", 1, 0.1)]
+    assert [c.role for c in pick_candidates(recipe_best, 1, "max")] == ["best #1 (recipe)"]
+
+
+def test_a_lucky_single_run_loses_its_confirmation():
+    conf = Confirmation([1, 2], pick_candidates(SEARCH, 2, "max"), "max")
+    seeds = {"lucky": (0.080, 0.090), "solid": (0.100, 0.106), "rec": (0.070, 0.075)}
+    for c in conf.candidates:
+        c.rows = [row(f"{c.source_trial}{s}", 0, v, phase="confirm", seed=s,
+                      source=c.source_trial) for s, v in zip((1, 2), seeds[c.source_trial])]
+    score(conf)
+    assert conf.winner.source_trial == "solid"  # not the search's best single run
+    solid = conf.winner
+    assert solid.mean == pytest.approx(0.103) and solid.values == {1: 0.100, 2: 0.106}
+    assert solid.diff["mean"] == pytest.approx(0.0305)
+    assert conf.beats_recipe(solid)  # +0.030 and +0.031: the interval excludes 0
+    lucky = next(c for c in conf.candidates if c.source_trial == "lucky")
+    assert not conf.beats_recipe(lucky)  # +0.010 and +0.015... with 2 seeds t(1) is wide
+    data = conf.to_json()
+    assert data["winner_trial"] == "solid" and data["winner_beats_recipe_beyond_noise"]
+    assert data["candidates"][1]["values"] == {"1": 0.100, "2": 0.106}
+
+
+def test_a_config_missing_a_seed_cannot_win():
+    conf = Confirmation([1, 2], pick_candidates(SEARCH, 1, "max"), "max")
+    lucky, recipe = conf.candidates
+    lucky.rows = [row("l1", 0, 0.3, phase="confirm", seed=1, source="lucky"),
+                  row("l2", 1, None, status="errored", phase="confirm", seed=2, source="lucky")]
+    recipe.rows = [row(f"r{s}", 2, 0.07, phase="confirm", seed=s, source="rec") for s in (1, 2)]
+    score(conf)
+    assert conf.winner is recipe
+
+
+SPACE = """
+params:
+  lr:         {type: loguniform, low: 1.0e-3, high: 2.0e-2}
+  max_epochs: {type: choice, values: [2]}
+"""
+
+
+@pytest.mark.slow
+def test_search_then_confirmation_over_seeds(ray_session, tmp_path, tiny_data, tiny_pretrained):
+    from raytune_ft import SearchConfig, run_search
+
+    data = Path(shutil.copytree(tiny_data, tmp_path / "data"))  # + a held-out "test" split
+    shutil.copy(data / "annotations" / "val.json", data / "annotations" / "test.json")
+    held_out = ("test_dataloader = dict(batch_size=2, dataset=dict(data_root=data_root, "
+                "metainfo=metainfo, ann_file='annotations/test.json'))\n"
+                "test_evaluator = dict(ann_file=data_root + 'annotations/test.json')\n")
+    cfg = write_tiny_config(tmp_path / "tiny.py", data, str(tiny_pretrained), max_epochs=2,
+                            extra=held_out)
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    result = run_search(SearchConfig(
+        config=str(cfg), space=str(space), num_samples=2, storage_path=str(tmp_path / "exp"),
+        name="c", scheduler="fifo", points=[{"lr": 0.02}], confirm=1, seeds=2))
+    exp = tmp_path / "exp" / "c"
+    summary = json.loads((exp / "summary.json").read_text())
+    conf = summary["confirmation"]
+    assert conf["seeds"] == [1, 2]
+    roles = {c["trial"]: c["role"] for c in conf["candidates"]}
+    recipe = result.rows[0].trial_id
+    assert recipe in roles and "recipe" in roles[recipe]
+    for cand in conf["candidates"]:
+        assert set(cand["values"]) == {"1", "2"} and None not in cand["values"].values()
+        assert cand["mean"] == pytest.approx(sum(cand["values"].values()) / 2)
+    with open(exp / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    confirm = [r for r in rows if r["phase"] == "confirm"]
+    assert len(confirm) == 2 * len(conf["candidates"])
+    assert sorted({r["seed"] for r in confirm}) == ["1", "2"]
+    assert all(r["status"] == "finished" and r["epochs_run"] == "2" for r in confirm)
+    # each run used its seed: mmengine's dumped config of the run says so
+    for r in confirm:
+        dumped = list((exp / "confirm" / "trials" / f"trial_{r['trial_id']}" / "mmengine")
+                      .glob("*/vis_data/config.py"))
+        assert dumped and f"seed={r['seed']}" in dumped[0].read_text().replace(" ", "")
+    winner = summary["winner_trial"]
+    assert winner == conf["winner_trial"]
+    best = max(conf["candidates"], key=lambda c: c["mean"])
+    assert winner == best["trial"]
+    assert "confirmed winner: trial " + winner in (exp / "best_config.py").read_text()
+    assert (exp / "best_checkpoint.pth").stat().st_size > 0
+    # picked on val, scored on test: here test holds the val images, so the winner's test score
+    # is exactly the val score of the run whose checkpoint it is
+    trials = json.loads((exp / "trials.json").read_text())
+    winner_runs = [t for t in trials if t["phase"] == "confirm" and t["source_trial"] == winner]
+    test = summary["test_score"]
+    assert test["test_annotation"].endswith("annotations/test.json")
+    assert test["winner"] == pytest.approx(max(t["best_metric"] for t in winner_runs), abs=1e-4)
+    assert test["recipe"] is not None
+    assert (exp / "report.html").stat().st_size > 1_000_000  # written at the end of the search
+
+    # later, from the command line: bad requests exit 2 naming what is wrong
+    def confirm_cli(*args: str):
+        return subprocess.run([sys.executable, "-m", "raytune_ft.confirm", *args], cwd=REPO,
+                              capture_output=True, text=True, timeout=300)
+
+    too_many = confirm_cli(str(exp), "--confirm", "5")
+    assert too_many.returncode == 2 and "--confirm 5" in too_many.stderr, too_many.stderr
+    no_seeds = confirm_cli(str(exp), "--seeds", "0")
+    assert no_seeds.returncode == 2 and "--seeds" in no_seeds.stderr, no_seeds.stderr
+    not_exp = confirm_cli(str(tmp_path))
+    assert not_exp.returncode == 2 and "is not a raytune_ft experiment" in not_exp.stderr
