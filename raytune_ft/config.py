@@ -15,6 +15,7 @@ from typing import Any
 
 from mmengine.config import Config
 
+from raytune_ft.bases import resolve_bases
 from raytune_ft.errors import UserError
 from raytune_ft.hparams import apply_hparams, check_schedule
 from raytune_ft.legacy import translate_legacy
@@ -43,8 +44,9 @@ def load_config(path: str | Path, cfg_options: Mapping[str, Any] | None = None,
         raise ConfigError(f"config file '{path}' does not exist. Pass --config with the path of "
                           "an MMDetection config (.py), e.g. configs/demo/faster_rcnn_mnv2_trees.py.")
     _check_syntax(path)
+    source = resolve_bases(path)  # 2.x-layout `../_base_/...` entries -> mmdet's shipped bases
     try:
-        cfg = Config.fromfile(str(path))
+        cfg = Config.fromfile(str(source))
     except (FileNotFoundError, ModuleNotFoundError, ImportError, KeyError) as err:
         raise ConfigError(
             f"config '{path}' could not be loaded: {err}. Check its _base_ entries: a shipped "

@@ -179,7 +179,26 @@ def read_hparams(cfg: Config) -> dict[str, Any]:
         out["warmup_ratio"] = float(warm.get("start_factor", 1.0 / 3))
     else:
         out["warmup_iters"] = 0
+    if lr_base_batch(cfg):
+        out["lr_base_batch"] = lr_base_batch(cfg)  # the batch `lr` is for (not a hyper-parameter)
     return out
+
+
+def lr_base_batch(cfg: Config) -> int | None:
+    """The total batch the config's lr is for: `auto_scale_lr.base_batch_size` (MMDetection 3.x's
+    way of saying "lr 0.02 for 16 images"), or None when the config does not say."""
+    declared = (cfg.get("auto_scale_lr") or {}).get("base_batch_size")
+    return int(declared) if declared else None
+
+
+def lr_at_batch(cfg: Config, total_batch: int) -> float | None:
+    """The config's lr moved to `total_batch` by the linear scaling rule (unchanged when the
+    config declares no base batch)."""
+    lr = cfg.get("optim_wrapper", {}).get("optimizer", {}).get("lr")
+    base = lr_base_batch(cfg)
+    if lr is None or base is None:
+        return lr
+    return float(lr) * total_batch / base
 
 
 def check_schedule(cfg: Config) -> None:

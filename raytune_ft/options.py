@@ -73,6 +73,9 @@ class _Common:
         "worker-group restarts per trial before it is marked errored (default 2)"))
     probe_length: float = field(default=0.5, metadata=_opt(
         "LR-step probe length as a fraction of an epoch (default 0.5)"))
+    verbose: bool = field(default=False, metadata=_opt(
+        "print the workers' full mmengine logs, the COCO evaluation tables and Ray Train's "
+        "report lines here too (by default they go to files in each trial's folder)"))
 
     def replace(self, **changes: Any):
         """A copy with `changes` (validated again)."""

@@ -141,8 +141,7 @@ def check_load_from_fits(cfg: Config, min_fraction: float = 0.9) -> None:
     try:
         checkpoint = torch.load(load_from, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - unpickling errors come in many types
-        raise UserError(f"load_from checkpoint '{load_from}' cannot be read as a torch "
-                        f"checkpoint: {err}") from err
+        raise UserError(unreadable_checkpoint(str(load_from), err)) from err
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
         raise UserError(f"load_from checkpoint '{load_from}' holds no state dict.")
@@ -162,6 +161,31 @@ def check_load_from_fits(cfg: Config, min_fraction: float = 0.9) -> None:
             "this and train the rest from random weights. The checkpoint belongs to another "
             "backbone or uses other key names: convert it, or point load_from at a checkpoint of "
             "this model.")
+
+
+def unreadable_checkpoint(path: str, err: BaseException) -> str:
+    """Why `path` cannot be loaded, in words that never advise turning torch's safety off.
+
+    torch answers a corrupt or truncated file under weights_only=True with "Re-running
+    `torch.load` with `weights_only` set to `False` will likely succeed": for a damaged file that
+    is wrong, and for an untrusted one unsafe. Only a real checkpoint that stores an unlisted
+    Python object is named as such, with that object's type.
+    """
+    import re
+
+    size = os.path.getsize(path)
+    unlisted = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+    if unlisted:
+        return (f"load_from checkpoint '{path}' stores a Python object of type "
+                f"{unlisted.group(1)} besides its weights, which a safe load refuses. If the "
+                "file comes from a source you trust, allow that one type with "
+                f"torch.serialization.add_safe_globals([{unlisted.group(1)}]); better, re-save "
+                "only its state_dict (torch.save({'state_dict': sd}, path)).")
+    what = "an empty file" if size == 0 else f"{size} bytes"
+    return (f"load_from '{path}' is not a readable checkpoint ({what}): expected a file written "
+            "by torch.save (a zip archive holding a 'state_dict', as MMDetection's model zoo "
+            "ships). It is truncated, corrupt or not a checkpoint; download or copy it again "
+            f"and compare its size with the source's. ({type(err).__name__})")
 
 
 def _url_reachable(url: str, timeout: float = 5.0) -> bool:

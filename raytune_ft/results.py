@@ -203,7 +203,9 @@ def write_results(rows: list[TrialRow], job: SearchJob, confirmation=None,
 
 
 def write_csv(rows: list[TrialRow], job: SearchJob, path: Path) -> None:
-    """results.csv: a row per search trial, then a row per confirmation run."""
+    """results.csv: a row per search trial, then a row per confirmation run. Column names are
+    unique: `space.<k>` is the sampled value, a bare hyper-parameter name (`lr`, `max_epochs`,
+    `milestones`) the value applied to the config, `epochs_planned` the trial's schedule."""
     device = job.resources.device.lower()
     hp_keys = sorted({k for r in rows for k in r.hparams})
     cfg_keys = sorted({k for r in rows if r.phase == "search" for k in r.config})
@@ -211,7 +213,7 @@ def write_csv(rows: list[TrialRow], job: SearchJob, path: Path) -> None:
         writer = csv.writer(f)
         writer.writerow(["trial", "trial_id", "phase", "seed", "source_trial", "status", "reason",
                          *[f"space.{k}" for k in cfg_keys], *hp_keys, f"best {job.metric}",
-                         "best_epoch", f"last {job.metric}", "epochs_run", "max_epochs",
+                         "best_epoch", f"last {job.metric}", "epochs_run", "epochs_planned",
                          f"{device}_seconds"])
         for r in rows:
             point = r.config if r.phase == "search" else r.config.get("candidate", {}).get(

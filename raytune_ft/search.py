@@ -141,6 +141,10 @@ def prepare(config: SearchConfig) -> SearchPlan:
     recipe = read_hparams(cfg)
     batch = int(cfg.train_dataloader.get("batch_size", 1))
     workers = config.workers_per_trial
+    if "lr" in recipe and "lr_base_batch" not in recipe:
+        print(f"[raytune_ft] note: the config declares no auto_scale_lr.base_batch_size, so its "
+              f"lr {recipe['lr']:g} is taken as the lr for a trial's total batch of "
+              f"{batch * workers} ({workers} worker(s) x {batch})", flush=True)
     shape = TrialShape(total_batch=batch * workers,
                        iters_per_epoch=max(1, math.ceil(data["images"] / (batch * workers))))
     points = [recipe_point(space, recipe, shape)]
@@ -156,6 +160,7 @@ def prepare(config: SearchConfig) -> SearchPlan:
         max_failures=config.max_failures, num_to_keep=config.num_to_keep,
         probe=probe_spec(config.scheduler, config.resolved_grace, config.reduction_factor,
                          config.probe_length),
+        verbose=config.verbose,
     )
     return SearchPlan(config, job, points, data["images"])
 
@@ -335,6 +340,10 @@ def run_search(config: SearchConfig) -> SearchResult:
     print(f"[raytune_ft] experiment {plan.experiment.path}: {config.num_samples} trial(s), "
           f"{config.searcher} + {config.scheduler}, metric {config.metric} ({config.mode})",
           flush=True)
+    if not config.verbose:
+        print(f"[raytune_ft] full logs per trial: {plan.experiment.join('trials', 'trial_<id>')}"
+              "/mmengine/ (mmengine's log, stdout.log with the evaluation tables); --verbose "
+              "prints them here", flush=True)
     grid = tuner.fit()  # Tune turns Ctrl-C into a clean stop with its state saved
     statuses = trial_statuses(plan.experiment)
     rows, summary = finish(grid, plan, statuses, started)

@@ -136,6 +136,15 @@ def load_space(path: str | Path) -> SearchSpace:
 
 
 def parse_space(raw: Any, source: str = "<space>") -> SearchSpace:
+    flat = sorted(k for k in raw if k in HPARAMS or k in DERIVED) \
+        if isinstance(raw, Mapping) and "params" not in raw else []
+    if flat:  # a flat mapping of hyper-parameters: show the fix with the user's own keys
+        fixed = yaml.safe_dump({"params": {k: raw[k] for k in raw if k not in SPACE_KEYS},
+                                **{k: raw[k] for k in raw if k in SPACE_KEYS}},
+                               default_flow_style=None, sort_keys=False)
+        raise SpaceError(f"search space '{source}' lists {', '.join(flat)} at the top level, "
+                         "but the parameters belong under a 'params:' key. Write it as:\n"
+                         + "".join(f"    {line}\n" for line in fixed.splitlines()))
     if not isinstance(raw, Mapping) or not isinstance(raw.get("params"), Mapping) \
             or not raw["params"]:
         raise SpaceError(f"search space '{source}' must be a mapping with a non-empty 'params:' "
@@ -215,6 +224,10 @@ def to_hparams(sample: Mapping[str, Any], space: SearchSpace, recipe: Mapping[st
         hp["max_epochs"] = max_epochs
     if "lr" in hp and space.base_batch_size:
         hp["lr"] = float(hp["lr"]) * shape.total_batch / space.base_batch_size
+    elif "lr" not in hp and recipe.get("lr_base_batch") and "lr" in recipe \
+            and recipe["lr_base_batch"] != shape.total_batch:
+        # lr is not searched: the config's lr, moved from its declared batch to this one
+        hp["lr"] = float(recipe["lr"]) * shape.total_batch / recipe["lr_base_batch"]
     if "step_frac" in sample:
         hp["milestones"] = [step_epoch(float(sample["step_frac"]), max_epochs)]
     elif "max_epochs" in hp and "milestones" not in hp and recipe.get("milestones"):
@@ -245,7 +258,10 @@ def recipe_point(space: SearchSpace, recipe: Mapping[str, Any], shape: TrialShap
             if recipe.get("milestones") and recipe.get("max_epochs"):
                 point[name] = recipe["milestones"][0] / recipe["max_epochs"]
         elif name == "lr" and space.base_batch_size and "lr" in recipe:
-            point[name] = recipe["lr"] * space.base_batch_size / shape.total_batch
+            # the config's lr is for auto_scale_lr.base_batch_size images when it says so, else
+            # for this trial's own total batch
+            lr_batch = recipe.get("lr_base_batch") or shape.total_batch
+            point[name] = recipe["lr"] * space.base_batch_size / lr_batch
         elif name in recipe:
             point[name] = recipe[name]
         if name in point and p.type == "int":

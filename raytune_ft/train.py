@@ -50,6 +50,28 @@ def probe_spec(epochs, length: float, cfg) -> dict | None:
     return {"epochs": sorted(epochs), "epoch_fraction": length}
 
 
+def say_lr(cfg, config: TrainConfig) -> None:
+    """Run the config's lr at this run's total batch (linear scaling from the batch the config
+    declares in auto_scale_lr.base_batch_size), unless --hparams sets lr, and say which."""
+    from raytune_ft.hparams import lr_at_batch, lr_base_batch
+
+    optimizer = cfg.optim_wrapper.optimizer
+    total = int(cfg.train_dataloader.get("batch_size", 1)) * config.workers
+    base = lr_base_batch(cfg)
+    if "lr" in config.hparams:
+        print(f"[raytune_ft] lr {optimizer.lr:g} (from --hparams) at a total batch of {total}",
+              flush=True)
+    elif base is not None and base != total:
+        declared = optimizer.lr
+        optimizer.lr = lr_at_batch(cfg, total)
+        print(f"[raytune_ft] lr {optimizer.lr:g} at a total batch of {total}: the config's lr "
+              f"{declared:g} is for {base} images (auto_scale_lr.base_batch_size)", flush=True)
+    else:
+        print(f"[raytune_ft] lr {optimizer.lr:g} at a total batch of {total}"
+              + ("" if base else " (the config declares no auto_scale_lr.base_batch_size)"),
+              flush=True)
+
+
 def run_train(config: TrainConfig) -> TrainResult:
     """Fine-tune `config.config` with `config.hparams` applied, as one Ray Train run.
 
@@ -73,6 +95,7 @@ def run_train(config: TrainConfig) -> TrainResult:
     path = config.config or _default_config()
     cpus = default_cpus_per_worker(config.cpus_per_worker, config.workers, config.address, demo)
     cfg = load_config(path, dict(config.cfg_options), dict(config.hparams))
+    say_lr(cfg, config)
     config = config.replace(
         config=path, cpus_per_worker=cpus, metric=config.metric or default_metric(cfg),
         work_dir=str(Path(config.work_dir or Path("work_dirs") / Path(path).stem).resolve()),
@@ -82,11 +105,13 @@ def run_train(config: TrainConfig) -> TrainResult:
         resources=TrialResources(config.workers, cpus, config.gpus_per_worker, config.placement),
         max_failures=config.max_failures, metric=config.metric,
         probe=probe_spec(config.probe_epochs, config.probe_length, cfg),
+        verbose=config.verbose,
     )
     cluster = init_ray(config.address)
     check_cluster_fits(cluster, config.workers, cpus, config.gpus_per_worker, config.placement)
     print(f"[raytune_ft] training {path} with {config.workers} worker(s); run folder "
-          f"{spec.run_dir}", flush=True)
+          f"{spec.run_dir}" + ("" if config.verbose else " (full logs: its mmengine/ folder; "
+                                "--verbose prints them here)"), flush=True)
     started = time.time()
     result = run_trial(cfg, spec)
     records = read_records(spec.storage, spec.name)

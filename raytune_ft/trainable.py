@@ -34,6 +34,7 @@ class SearchJob:
     max_failures: int
     num_to_keep: int
     probe: dict[str, Any] | None = None  # LR-step probe at the scheduler's rungs (step-probe)
+    verbose: bool = False
 
 
 def sampled_point(config: dict[str, Any]) -> dict[str, Any]:
@@ -76,6 +77,7 @@ def _run(config: dict[str, Any], job: SearchJob, seed: int | None = None) -> Non
         metric=job.metric,
         mode=job.mode,
         probe=job.probe,
+        verbose=job.verbose,
     )
     print(f"[raytune_ft] trial {trial_id}: {hparams}"
           + (f", seed {seed}" if seed is not None else ""), flush=True)

@@ -56,6 +56,7 @@ class TrialSpec:
     # LR-step probe (raytune_ft.probe): {"rungs": [progress, ...]} or {"epochs": [...]}, plus
     # "epoch_fraction" (probe length); None runs no probe
     probe: dict[str, Any] | None = None
+    verbose: bool = False  # workers print everything (default: noise to the trial's log files)
 
     @cached_property
     def storage(self) -> Storage:
@@ -94,6 +95,7 @@ def build_trainer(cfg: Config, spec: TrialSpec, callbacks: list | None = None):
         "metric": spec.metric,
         "mode": spec.mode,
         "probe": spec.probe,
+        "verbose": spec.verbose,
     }
     checkpoint_config = ray.train.CheckpointConfig(
         num_to_keep=spec.num_to_keep,
@@ -132,5 +134,5 @@ def run_trial(cfg: Config, spec: TrialSpec, callbacks: list | None = None):
         os.makedirs(spec.storage.root, exist_ok=True)
     record = EpochRecordCallback(spec.record_dir(),
                                  publish_to=(spec.storage, spec.name) if spec.storage.is_remote
-                                 else None)
+                                 else None, announce=(spec.name, spec.metric))
     return build_trainer(cfg, spec, [record, *(callbacks or [])]).fit()

@@ -7,6 +7,7 @@ optimizer, schedulers, epoch) and never touches `load_from` again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -71,6 +72,13 @@ def prepare_worker_config(cfg, job: dict[str, Any], rank: int, world_size: int,
     ckpt = hooks.setdefault("checkpoint", ConfigDict(type="CheckpointHook"))
     ckpt.update(interval=1, by_epoch=True, max_keep_ckpts=1, save_last=True)
     cfg.train_cfg.val_interval = 1
+    if (cfg.get("auto_scale_lr") or {}).get("enable"):
+        # raytune_ft already moved lr to this run's total batch; mmengine's Runner.train() would
+        # scale it a second time (Runner.scale_lr)
+        cfg.auto_scale_lr.enable = False
+        if rank == 0:
+            print("[raytune_ft] auto_scale_lr.enable=True switched off for this run: raytune_ft "
+                  "already set lr for its total batch", flush=True)
     cfg.setdefault("env_cfg", ConfigDict()).setdefault("dist_cfg", ConfigDict(backend="gloo"))
 
     restored = _restore_from_ray(Path(job["work_dir"]) / f"restore_rank{rank}")
@@ -111,6 +119,11 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
 
     # Ray Train logs every report and checkpoint at INFO; mmengine's own progress lines suffice.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
+    verbose = bool(job.get("verbose"))
+    if not verbose:
+        from raytune_ft.console import quiet_worker
+
+        quiet_worker()
     ctx = ray.train.get_context()
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
     use_gpu = bool(job.get("use_gpu")) and torch.cuda.is_available()
@@ -135,9 +148,28 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
               + (f"resuming at epoch {start['start_epoch']} from {start['init_from']}"
                  if start["resumed"] else f"fresh start from load_from={start['init_from']}"),
               flush=True)
+    if not verbose:
+        cfg.log_level = "WARNING"  # the console; the log file is set back to INFO below
     runner = Runner.from_cfg(cfg)
     try:
-        runner.train()
+        with _quiet_console(runner, verbose):
+            runner.train()
     except TrainingDiverged as err:  # already reported on every rank: end the run cleanly
         if rank == 0:
             print(f"[raytune_ft] stopping: {err}", flush=True)
+
+
+@contextlib.contextmanager
+def _quiet_console(runner, verbose: bool):
+    """Unless verbose: mmengine's INFO lines only in its log file, and what libraries print
+    (pycocotools' AP tables, ...) in <work_dir>/stdout.log instead of the console."""
+    if verbose:
+        yield
+        return
+    runner.logger.setLevel(logging.INFO)
+    for handler in runner.logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.INFO)
+    with open(Path(runner.work_dir) / "stdout.log", "a") as sink, \
+            contextlib.redirect_stdout(sink):
+        yield

@@ -46,3 +46,24 @@ def test_train_impossible_resources_exit_2_before_training(tmp_path):
                timeout=300)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "0 GPU in total" in proc.stderr
+
+
+@pytest.mark.slow
+def test_train_console_is_short_and_the_full_logs_are_in_files(tmp_path, tiny_data,
+                                                              tiny_pretrained):
+    from helpers import write_tiny_config
+
+    cfg = write_tiny_config(tmp_path / "tiny.py", tiny_data, str(tiny_pretrained), max_epochs=2)
+    proc = run("raytune_ft.train", "--config", str(cfg), "--work-dir", str(tmp_path / "runs"),
+               "--name", "quiet", "--cpus-per-worker", "1", timeout=400)
+    console = proc.stdout + proc.stderr
+    assert proc.returncode == 0, console[-3000:]
+    for noise in ("pkg_resources is deprecated", "Average Precision", "Reporting training result",
+                  "Epoch(train)", "Config:"):
+        assert noise not in console, noise
+    assert "[raytune_ft] quiet  epoch 1/2" in console and "quiet  epoch 2/2" in console
+    assert "full logs: its mmengine/ folder" in console
+    mmengine = tmp_path / "runs" / "quiet" / "mmengine"
+    assert "Average Precision" in (mmengine / "stdout.log").read_text()
+    logs = list(mmengine.glob("*/*.log"))
+    assert logs and "Epoch(train)" in logs[0].read_text()

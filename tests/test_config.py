@@ -10,6 +10,7 @@ import pytest
 
 from helpers import REPO
 from raytune_ft.config import ConfigError, load_config
+from raytune_ft.errors import UserError
 from raytune_ft.hparams import find_scheduler
 from raytune_ft.legacy import LegacyConfigError
 
@@ -88,3 +89,57 @@ def test_broken_configs_are_named(tmp_path, text, needle):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.py")
+
+
+TUTORIAL_BASES = """_base_ = [
+    '../_base_/models/mask_rcnn_r50_fpn.py',
+    '../_base_/datasets/cityscapes_instance.py', '../_base_/default_runtime.py'
+]
+"""
+
+
+def tutorial_config(folder: Path) -> Path:
+    """The fine-tuning tutorial's config as published for MMDetection 2.x: its _base_ lines
+    and, verbatim, its model/optimizer/lr_config/runner/log_config/load_from snippets (the body
+    of the shipped 2.x-style config)."""
+    shipped = (REPO / "configs/cityscapes/mask_rcnn_r50_fpn_finetune_2x_style.py").read_text()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "mask_rcnn_r50_fpn_cityscapes.py"
+    path.write_text(TUTORIAL_BASES + shipped[shipped.index("model = dict("):])
+    return path
+
+
+def test_tutorial_config_pasted_verbatim_reaches_the_data_check(tmp_path, capsys, monkeypatch):
+    from raytune_ft.search import main as search_main
+
+    monkeypatch.chdir(tmp_path)  # its data_root data/cityscapes/ does not exist here
+    cfg = tutorial_config(tmp_path / "my_configs")
+    rc = search_main(["--config", str(cfg), "--check-only", "--storage-path",
+                      str(tmp_path / "exp")])
+    out, err = capsys.readouterr()
+    assert rc == 2
+    for old, new in (("models/mask_rcnn_r50_fpn.py", "models/mask-rcnn_r50_fpn.py"),
+                     ("datasets/cityscapes_instance.py", "datasets/cityscapes_instance.py"),
+                     ("default_runtime.py", "default_runtime.py")):
+        assert f"_base_ '../_base_/{old}' -> 'mmdet::_base_/{new}'" in out
+    assert "instancesonly_filtered_gtFine_train.json" in err and "does not exist" in err, err
+    assert "_base_" not in err
+    cfg_loaded = load_config(cfg)  # the 2.x keys are translated as for the shipped config
+    assert cfg_loaded.train_cfg.max_epochs == 8
+    assert find_scheduler(cfg_loaded, "MultiStepLR").milestones == [7]
+
+
+def test_a_local_base_wins_and_an_unknown_one_names_the_closest(tmp_path):
+    local = tmp_path / "_base_"
+    local.mkdir()
+    (local / "default_runtime.py").write_text(
+        "_base_ = ['mmdet::_base_/default_runtime.py']\nmarker = 'mine'\n")
+    cfg = tutorial_config(tmp_path / "cfgs")
+    assert load_config(cfg).marker == "mine"  # ../_base_/default_runtime.py exists here
+    typo = tmp_path / "cfgs" / "typo.py"
+    typo.write_text("_base_ = ['../_base_/models/mask_rcnn_r50_fpnn.py']\n")
+    with pytest.raises(UserError) as err:
+        load_config(typo)
+    text = str(err.value)
+    assert "'../_base_/models/mask_rcnn_r50_fpnn.py' does not exist" in text
+    assert "closest shipped: mmdet::_base_/models/mask-rcnn_r50_fpn.py" in text

@@ -100,6 +100,18 @@ def test_load_from_missing_or_unfetchable(ray_session, setup, capsys, monkeypatc
     assert rc == 2 and "cannot be fetched" in err and "torch_home/hub/checkpoints/model.pth" in err
 
 
+def test_corrupt_load_from_is_named_without_unsafe_advice(ray_session, setup, capsys, tmp_path,
+                                                         tiny_pretrained):
+    noise = tmp_path / "noise.pth"
+    noise.write_bytes(bytes(range(256)) * 20)
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(tiny_pretrained.read_bytes()[:4096])
+    for path, size in ((noise, "5120 bytes"), (truncated, "4096 bytes")):
+        rc, err = run_check(setup, capsys, load_from=str(path))
+        assert rc == 2 and f"'{path}' is not a readable checkpoint ({size})" in err, err
+        assert "weights_only" not in err and "Traceback" not in err
+
+
 def test_load_from_that_does_not_fit_the_backbone(ray_session, setup, capsys, tiny_pretrained,
                                                   tmp_path):
     """The failure mode of a wrong key conversion: mmengine would only log it."""

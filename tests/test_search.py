@@ -54,6 +54,9 @@ def test_search_outputs_agree_and_best_config_retrains(ray_session, tiny_search,
     assert len(result.rows) == 3 and result.config.num_samples == 3
     exp = storage / "s3"
     rows = read_rows(exp)
+    with open(exp / "results.csv") as f:
+        header = next(csv.reader(f))
+    assert len(header) == len(set(header)), header  # every column name once
     summary = json.loads((exp / "summary.json").read_text())
     assert len(rows) == 3 and summary["trials"] == 3
     assert summary["by_status"] == {"finished": 3} == {"finished": len(result.rows)}
@@ -69,7 +72,7 @@ def test_search_outputs_agree_and_best_config_retrains(ray_session, tiny_search,
     assert summary["gain_over_trial0"] == pytest.approx(
         summary["best_metric"] - summary["trial0_metric"])
     for r in rows:
-        assert int(r["epochs_run"]) == int(r["max_epochs"]) and float(r["cpu_seconds"]) > 0
+        assert int(r["epochs_run"]) == int(r["epochs_planned"]) and float(r["cpu_seconds"]) > 0
     # best_config.py is standalone and holds the best values
     best_cfg = Config.fromfile(str(exp / "best_config.py"))
     hp = summary["best_hparams"]
@@ -123,7 +126,7 @@ def test_asha_stops_a_bad_trial_and_divergence_gets_a_finite_value(ray_session, 
     assert [float(r["lr"]) for r in rows] == pytest.approx([0.01, 1e-7, 20.0])
     good, slow, diverged = rows
     assert good["status"] == "finished"
-    assert slow["status"] == "stopped" and int(slow["epochs_run"]) < int(slow["max_epochs"])
+    assert slow["status"] == "stopped" and int(slow["epochs_run"]) < int(slow["epochs_planned"])
     assert diverged["status"] == "diverged" and int(diverged["epochs_run"]) < 3
     summary = json.loads((exp / "summary.json").read_text())
     assert summary["best_trial"] == good["trial_id"]

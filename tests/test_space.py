@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from mmengine.config import Config
 
 from helpers import REPO
@@ -49,6 +50,24 @@ def test_malformed_space_names_file_and_key(tmp_path, text, needle):
     with pytest.raises(SpaceError) as err:
         load_space(path)
     assert "bad.yaml" in str(err.value) and needle in str(err.value)
+
+
+def test_flat_space_gets_the_fix_with_its_own_keys(tmp_path):
+    path = tmp_path / "flat.yaml"
+    path.write_text("base_batch_size: 16\nlr: {type: loguniform, low: 0.001, high: 0.05}\n"
+                    "step_frac: {type: uniform, low: 0.6, high: 0.9}\n")
+    with pytest.raises(SpaceError) as err:
+        load_space(path)
+    text = str(err.value)
+    assert "lists lr, step_frac at the top level" in text and "'params:'" in text
+    fixed = yaml.safe_load(text.split("Write it as:\n", 1)[1])
+    assert load_space_text(tmp_path, fixed).params.keys() == {"lr", "step_frac"}
+
+
+def load_space_text(tmp_path, raw):
+    path = tmp_path / "fixed.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_space(path)
 
 
 def test_cli_refuses_a_broken_space_with_exit_2_before_ray(tmp_path):

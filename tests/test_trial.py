@@ -73,3 +73,19 @@ def test_killed_worker_resumes_from_its_checkpoint(ray_session, tiny_data, tiny_
     ranks = rank_lines(Path(spec.run_dir))
     assert [line["epoch"] for line in ranks[0]] == [1, 2, 3]
     assert [line["resumed"] for line in ranks[1]] == [0, 1, 1]
+
+
+def test_train_runs_the_declared_lr_at_its_batch_and_mmengine_does_not_scale_again(
+        ray_session, tiny_data, tiny_pretrained, tmp_path, capsys):
+    """lr 0.01 "for 16 images" with auto_scale_lr.enable=True (what --auto-scale-lr sets), run
+    at 1 worker x 2 images: 0.00125 once, not 0.00125 x 2/16 by mmengine again."""
+    from raytune_ft import TrainConfig, run_train
+
+    cfg = write_tiny_config(tmp_path / "tiny.py", tiny_data, str(tiny_pretrained), max_epochs=3,
+                            extra="auto_scale_lr = dict(enable=True, base_batch_size=16)\n")
+    run = run_train(TrainConfig(config=str(cfg), work_dir=str(tmp_path / "runs"), name="lr",
+                                cpus_per_worker=1))
+    out = capsys.readouterr().out
+    assert "lr 0.00125 at a total batch of 2: the config's lr 0.01 is for 16 images" in out
+    # after epoch 1 the 4-iteration warmup is over and the LR step (after epoch 2) not yet due
+    assert run.records[0]["lr"] == pytest.approx(0.00125)

@@ -13,6 +13,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+from raytune_ft.console import silence_known_noise
+
+if "--verbose" not in sys.argv:  # before mmengine/mmdet are imported: they warn at import
+    silence_known_noise()
+
 COMMANDS: dict[str, tuple[str, str]] = {
     "search": ("raytune_ft.cli.search", "tune the schedule of an MMDetection fine-tune"),
     "train": ("raytune_ft.cli.train", "run one fine-tune as a Ray Train run"),

@@ -1,0 +1,72 @@
+"""What a person sees: known noise silenced in one place, everything else kept in log files.
+
+Default output of `train` and `search`: the preflight line, Ray Tune's trial table (search),
+one line per trial epoch, the final table and paths. Worker output that is only noise on a
+console goes to files instead: mmengine's INFO log (config, hooks, iteration lines) to
+`<trial>/mmengine/<time>/<time>.log`, what libraries print (pycocotools' AP tables) to
+`<trial>/mmengine/stdout.log`. `--verbose` shows all of it again. Only warnings named in
+KNOWN_NOISE are silenced, never errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+# Warnings that are known, harmless and repeated in every process: the start of their message
+# (a literal prefix, as PYTHONWARNINGS matches it). All are UserWarnings.
+KNOWN_NOISE = (
+    # mmengine/mmdet import pkg_resources (setuptools < 81 is pinned for mmcv's build)
+    "pkg_resources is deprecated",
+    # mmdet's DetLocalVisualizer is built once per Runner; mmengine warns on the second
+    "<class 'mmdet.visualization.local_visualizer.DetLocalVisualizer'> instance named",
+)
+# Ray Train V2 logs every report (metrics and checkpoint path) at INFO.
+RAY_REPORT_LOGGER = "ray.train.v2._internal.execution.context"
+
+
+def silence_known_noise() -> None:
+    """In this process and, through PYTHONWARNINGS, in the Ray workers it starts."""
+    import re
+
+    for prefix in KNOWN_NOISE:
+        warnings.filterwarnings("ignore", message=re.escape(prefix), category=UserWarning)
+    entries = [f"ignore:{prefix}:UserWarning" for prefix in KNOWN_NOISE]
+    present = os.environ.get("PYTHONWARNINGS", "")
+    missing = [e for e in entries if e not in present]
+    if missing:
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [present, *missing]))
+
+
+def quiet_worker() -> None:
+    """In a Ray Train worker: no per-report dump from Ray Train."""
+    silence_known_noise()
+    import ray.train.v2._internal.execution.context as context
+
+    for name in (RAY_REPORT_LOGGER, context.__file__):  # Ray names that logger by its file
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def epoch_line(name: str, report: dict, metric: str | None) -> str:
+    """`trial_x  epoch 3/6  coco/bbox_mAP 0.0340  loss 0.912  lr 2.00e-02  2.9 it/s  ETA 31s`"""
+    epoch, total = int(report.get("epoch", 0)), int(report.get("max_epochs", 0))
+    parts = [f"[raytune_ft] {name}  epoch {epoch}/{total}"]
+    if metric and isinstance(report.get(metric), (int, float)):
+        parts.append(f"{metric} {report[metric]:.4f}")
+    probe = report.get(f"probe/{metric}")
+    if isinstance(probe, (int, float)):
+        parts.append(f"(LR-step probe {probe:.4f})")
+    if isinstance(report.get("train_loss"), (int, float)):
+        parts.append(f"loss {report['train_loss']:.3f}")
+    if isinstance(report.get("lr"), (int, float)):
+        parts.append(f"lr {report['lr']:.2e}")
+    if report.get("iters_per_s"):
+        parts.append(f"{report['iters_per_s']:.1f} it/s")
+    at, started = report.get("reported_at"), report.get("train_started_at")
+    if started and at and epoch and total > epoch:
+        per_epoch = (at - started) / max(1, epoch - int(report.get("start_epoch", 1)) + 1)
+        parts.append(f"ETA {per_epoch * (total - epoch):.0f}s")
+    if report.get("diverged"):
+        parts.append("DIVERGED (loss NaN/inf)")
+    return "  ".join(parts)
