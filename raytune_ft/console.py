@@ -22,6 +22,11 @@ KNOWN_NOISE = (
     # mmdet's DetLocalVisualizer is built once per Runner; mmengine warns on the second
     "<class 'mmdet.visualization.local_visualizer.DetLocalVisualizer'> instance named",
 )
+# mmengine log records (not Python warnings) that every checkpoint load repeats.
+KNOWN_LOG_NOISE = (
+    '"FileClient" will be deprecated in future',
+    '"HardDiskBackend" is the alias of "LocalBackend"',
+)
 # Ray Train V2 logs every report (metrics and checkpoint path) at INFO.
 RAY_REPORT_LOGGER = "ray.train.v2._internal.execution.context"
 
@@ -46,6 +51,23 @@ def quiet_worker() -> None:
 
     for name in (RAY_REPORT_LOGGER, context.__file__):  # Ray names that logger by its file
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class DropKnownLogNoise(logging.Filter):
+    """A logging filter for the console handler: drops KNOWN_LOG_NOISE, passes the rest."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(noise in message for noise in KNOWN_LOG_NOISE)
+
+
+def say(line: str) -> None:
+    """One line to the console from a Ray Train worker, once (Ray Train V2's patched print()
+    would both log it and tee it)."""
+    import sys
+
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def epoch_line(name: str, report: dict, metric: str | None) -> str:

@@ -144,10 +144,11 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
         import_modules_from_strings(**cfg.custom_imports)
     cfg, start = prepare_worker_config(cfg, job, rank, world_size, use_gpu)
     if rank == 0:
-        print(f"[raytune_ft] rank 0/{world_size}: "
-              + (f"resuming at epoch {start['start_epoch']} from {start['init_from']}"
-                 if start["resumed"] else f"fresh start from load_from={start['init_from']}"),
-              flush=True)
+        from raytune_ft.console import say
+
+        say(f"[raytune_ft] rank 0/{world_size}: "
+            + (f"resuming at epoch {start['start_epoch']} from {start['init_from']}"
+               if start["resumed"] else f"fresh start from load_from={start['init_from']}"))
     if not verbose:
         cfg.log_level = "WARNING"  # the console; the log file is set back to INFO below
     runner = Runner.from_cfg(cfg)
@@ -166,10 +167,25 @@ def _quiet_console(runner, verbose: bool):
     if verbose:
         yield
         return
+    from raytune_ft.console import DropKnownLogNoise
+
     runner.logger.setLevel(logging.INFO)
     for handler in runner.logger.handlers:
         if isinstance(handler, logging.FileHandler):
             handler.setLevel(logging.INFO)
+        else:
+            handler.addFilter(DropKnownLogNoise())
+    import builtins
+
+    try:  # Ray Train V2 patches print() to log each line at INFO (to the console) *and* tee it
+        from ray.train.v2._internal.logging.patch_print import _original_print
+    except ImportError:
+        _original_print = builtins.print
+    patched = builtins.print
     with open(Path(runner.work_dir) / "stdout.log", "a") as sink, \
             contextlib.redirect_stdout(sink):
-        yield
+        builtins.print = _original_print
+        try:
+            yield
+        finally:
+            builtins.print = patched
