@@ -158,7 +158,7 @@ class SearchConfig(_Common):
         f"each at their full schedules; the winner is the best confirmed mean (default "
         f"{DEFAULT_CONFIRM}; 0: no confirmation)"))
     seeds: int = field(default=DEFAULT_SEEDS, metadata=_opt(
-        f"seeds per confirmed config (default {DEFAULT_SEEDS}; 2 or more give a paired 95% "
+        f"seeds per confirmed config (default {DEFAULT_SEEDS}; 2 or more give a paired 95%% "
         "interval against the recipe)"))
     mlflow: str | None = field(default=None, metadata=_opt(
         "log every trial to MLflow (one run per trial: hyper-parameters and per-epoch "

@@ -125,3 +125,11 @@ def test_console_script_dispatches():
     assert "Traceback" not in search.stderr
     helped = subprocess.run(cmd + ["train", "--help"], capture_output=True, text=True, timeout=60)
     assert helped.returncode == 0 and "raytune-ft train" in helped.stdout
+
+
+@pytest.mark.parametrize("module", ["raytune_ft.search", "raytune_ft.train", "raytune_ft.confirm",
+                                    "raytune_ft.report"])
+def test_every_command_prints_its_help(module):
+    proc = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "usage:" in proc.stdout, proc.stderr[-2000:]
