@@ -51,12 +51,6 @@ class Candidate:
     def std(self) -> float:
         return statistics.stdev(self.scored) if len(self.scored) > 1 else 0.0
 
-    @property
-    def best_row(self):
-        """The run (seed) with the best value: its checkpoint becomes best_checkpoint.pth."""
-        scored = [r for r in self.rows if r.best_metric is not None and r.status != "diverged"]
-        return max(scored, key=lambda r: r.best_metric) if scored else None
-
 
 @dataclass
 class Confirmation:
@@ -83,6 +77,13 @@ class Confirmation:
             return None
         pick = max if self.mode == "max" else min
         return pick(complete, key=lambda c: c.mean)
+
+    def best_run(self, candidate: Candidate | None):
+        """The candidate's run (seed) with the best value, by this confirmation's mode: its
+        checkpoint becomes best_checkpoint.pth and is the one scored on test."""
+        from raytune_ft.results import best_row
+
+        return best_row(candidate.rows, self.mode) if candidate is not None else None
 
     def beats_recipe(self, candidate: Candidate) -> bool:
         """Better than the recipe beyond noise: the paired 95% interval excludes 0."""
@@ -126,11 +127,10 @@ def paired_interval(diffs: list[float], level: float = 0.95) -> dict[str, Any]:
 
 
 def pick_candidates(rows: list, k: int, mode: str) -> list[Candidate]:
-    """The top k search trials by value (finished or stopped, never diverged) and the recipe
-    (trial 0), each once."""
-    scored = [r for r in rows if r.phase == "search" and r.best_metric is not None
-              and r.status not in ("diverged", "errored")]
-    finished = [r for r in scored if r.status == "finished"]
+    """The top k search trials by value among those that ran their full schedule, and the
+    recipe (trial 0), each once."""
+    finished = [r for r in rows if r.phase == "search" and r.status == "finished"
+                and r.best_metric is not None]
     if k > len(finished):
         raise UserError(f"{flag('confirm')} {k} asks for more configs than the "
                         f"{len(finished)} search trial(s) that ran their full schedule.")

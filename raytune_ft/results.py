@@ -15,7 +15,7 @@ from mmengine.config import Config
 
 from raytune_ft.hparams import apply_hparams
 from raytune_ft.storage import TB_DIR, TRIALS_DIR
-from raytune_ft.trainable import SearchJob, trial_hparams
+from raytune_ft.trainable import SearchJob, sampled_point, trial_hparams
 
 
 @dataclass
@@ -176,13 +176,14 @@ def write_results(rows: list[TrialRow], job: SearchJob, confirmation=None,
     ckpt, wrote = None, False
     if confirmation is not None:
         summary["confirmation"] = confirmation.to_json()
-    if winner is not None and winner.best_row is not None:
+    winner_run = confirmation.best_run(winner) if confirmation else None
+    if winner_run is not None:
         summary["winner_trial"] = winner.source_trial
         summary["winner_hparams"] = winner.hparams
         header = (f"confirmed winner: trial {winner.source_trial}, {job.metric} mean "
                   f"{winner.mean:.4f} +- {winner.std:.4f} over seeds {confirmation.seeds}")
         write_best_config(job, winner.hparams, header, exp.local_path("best_config.py"))
-        ckpt = copy_best_checkpoint(confirmation.job, winner.best_row,
+        ckpt = copy_best_checkpoint(confirmation.job, winner_run,
                                     exp.local_path("best_checkpoint.pth"))
         wrote = True
     elif best is not None:
@@ -195,7 +196,6 @@ def write_results(rows: list[TrialRow], job: SearchJob, confirmation=None,
         summary["best_config"] = exp.join("best_config.py")
         summary["best_checkpoint"] = exp.join("best_checkpoint.pth") if ckpt else None
     exp.local_path("summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    write_hparams(rows, job)
     for name in ("results.csv", "trials.json", "best_config.py", "best_checkpoint.pth",
                  "summary.json"):
         exp.publish(name)
@@ -216,8 +216,7 @@ def write_csv(rows: list[TrialRow], job: SearchJob, path: Path) -> None:
                          "best_epoch", f"last {job.metric}", "epochs_run", "epochs_planned",
                          f"{device}_seconds"])
         for r in rows:
-            point = r.config if r.phase == "search" else r.config.get("candidate", {}).get(
-                "point", {})
+            point = sampled_point(r.config)
             writer.writerow([r.order, r.trial_id, r.phase, "" if r.seed is None else r.seed,
                              r.source_trial or "", r.status, r.reason,
                              *[point.get(k, "") for k in cfg_keys],
@@ -236,7 +235,9 @@ def read_rows(experiment) -> list[TrialRow]:
 
 def write_hparams(rows: list[TrialRow], job: SearchJob) -> None:
     """TensorBoard HParams: each trial's hyper-parameters with its best metric, written into the
-    trial's own TensorBoard run so the HParams tab lines them up with its curves."""
+    trial's own TensorBoard run so the HParams tab lines them up with its curves. Called once,
+    when the search ends (every call adds an event file, so a second one would list each trial
+    twice)."""
     from tensorboardX import SummaryWriter
     from tensorboardX.summary import hparams
 

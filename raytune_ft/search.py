@@ -433,11 +433,12 @@ def trial_statuses(experiment: ExperimentStorage) -> dict[str, str]:
 
 def finish(grid, plan: SearchPlan, statuses: dict[str, str], started: float):
     """Collect the trials into results files and print the final table; (rows, summary)."""
-    from raytune_ft.results import collect, format_table, write_results
+    from raytune_ft.results import collect, format_table, write_hparams, write_results
 
     job, exp = plan.job, plan.experiment
     rows = collect(grid, job, statuses)
     summary = write_results(rows, job)
+    write_hparams(rows, job)
     exp.publish(OPTUNA_DB)
     print("\n" + format_table(rows, job.metric))
     print(f"\n[raytune_ft] {len(rows)} trials in {time.time() - started:.0f}s; by status "

@@ -126,8 +126,12 @@ class Storage:
         before upload), unique per root; the folder itself under a local root."""
         if not self.is_remote:
             return self.join(*parts)
-        key = hashlib.sha1(self.root.encode()).hexdigest()[:12]
-        return os.path.join(SCRATCH_ROOT, key, *parts)
+        return os.path.join(SCRATCH_ROOT, self.key, *parts)
+
+    @property
+    def key(self) -> str:
+        """A short stable name for this root in local folders (scratch, staging)."""
+        return hashlib.sha1(self.root.encode()).hexdigest()[:12]
 
     # -- files ---------------------------------------------------------------------------
     def exists(self, *parts: str) -> bool:
@@ -272,9 +276,8 @@ class ExperimentStorage:
         search finds optuna.db there)."""
         if not self.is_remote:
             return Path(self.path)
-        key = hashlib.sha1(self.storage.root.encode()).hexdigest()[:12]
         cache = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "raytune_ft")
-        return cache / "staging" / key / self.name
+        return cache / "staging" / self.storage.key / self.name
 
     def local_path(self, *parts: str) -> Path:
         path = self.local_dir.joinpath(*parts)

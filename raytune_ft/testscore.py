@@ -37,11 +37,12 @@ def test_score(plan, rows: list, confirmation=None) -> dict[str, Any]:
         demo = os.path.abspath(plan.config.config) == str(DEMO_CONFIG)
         return {"note": DEMO_NOTE if demo else VAL_ONLY_NOTE}
     runs: dict[str, tuple[Any, str]] = {}
-    if confirmation is not None and confirmation.winner and confirmation.winner.best_row:
-        runs["winner"] = (confirmation.job, confirmation.winner.best_row.trial_id)
-        recipe = confirmation.recipe
-        if recipe is not None and recipe.best_row is not None:
-            runs["recipe"] = (confirmation.job, recipe.best_row.trial_id)
+    winner_run = confirmation.best_run(confirmation.winner) if confirmation else None
+    if winner_run is not None:
+        runs["winner"] = (confirmation.job, winner_run.trial_id)
+        recipe_run = confirmation.best_run(confirmation.recipe)
+        if recipe_run is not None:
+            runs["recipe"] = (confirmation.job, recipe_run.trial_id)
     else:
         best = best_row([r for r in rows if r.phase == "search"], job.mode)
         if best is not None:
