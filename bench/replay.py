@@ -1,17 +1,26 @@
-"""Judge early-stopping designs in seconds: replay the demo's measured learning curves
-(bench/curves/demo.json) through Ray Tune's real schedulers and the real searchers, in simulated
-time, over many seeds, at equal budgets of trial-epochs.
+"""Judge search designs by what the pipeline returns: replay the demo's measured learning curves
+(bench/curves/demo.json, several seeds per config) through Ray Tune's real schedulers, the real
+searchers, the confirmation and the time-budget rule, in simulated wall-clock with K trials at
+once, over many seeds, at equal device budgets (slot-epochs).
 
-Designs: `default` (step-probe ASHA + TPE with 3 start-up trials, what
-`python -m raytune_ft.search` runs), `step_after` (ASHA judging trials only after their LR step),
-`asha_progress` (the rule as shipped before: ASHA on raw values at 0.34/0.68 of each schedule,
+Designs: `default` (what `python -m raytune_ft.search` runs: step-probe ASHA, TPE, confirmation
+of the best config against the recipe), `step_after` (ASHA judging trials only after their LR
+step), `asha_progress` (the rule as shipped before: raw values at 0.34/0.68 of each schedule,
 Ray's stock OptunaSearch, Optuna's default 10 start-up trials), `asha_progress_now` (the old
-rule with today's searcher), `random_fifo` and `tpe_fifo` (no early stopping). Trial 0 is the
-recipe in every design, as in a real search. Every trial start, epoch and probe is charged its
-measured cost (the table's `start_cost`/`probe_cost`, in epochs).
+rule with today's searcher), `random_fifo` and `tpe_fifo` (no early stopping). Every design
+confirms as the default does, so they differ only in how they search. Trial 0 is the recipe.
+`--designs` picks others (the variants the defaults were chosen from, `--list`).
 
-    .venv/bin/python bench/replay.py                 # tables for B = 60, 30 and 200, PNG
-    .venv/bin/python bench/replay.py --json          # the B = 60 numbers as JSON only
+Scores (`raytune_ft.replay.summarize`): the *true quality* of the config the pipeline returns
+(its mean over the table's seeds), its ratio to the best config's true mean, `p_beats_recipe`,
+wall-clock (epochs of one slot) until the incumbent is within 95% of the best true mean and
+until the pipeline ends; and the seen values the first replay reported (best value seen, epochs
+to reach 95% of the best single run).
+
+    .venv/bin/python bench/replay.py                  # tables for B = 60 (+ K = 1, 4, 8), PNG
+    .venv/bin/python bench/replay.py --json           # the B = 60 numbers as JSON only
+    .venv/bin/python bench/replay.py --designs default confirm0 tpe_noliar --slots 4
+    .venv/bin/python bench/replay.py --predict        # the demo's default budget, a cluster
 """
 
 from __future__ import annotations
@@ -32,28 +41,45 @@ from raytune_ft.replay import CurveTable, Design, replay, summarize  # noqa: E40
 from raytune_ft.space import SearchSpace, load_space  # noqa: E402
 
 DESIGNS = [
-    Design("default", "step-probe", "tpe"),
-    Design("step_after", "step-after", "tpe"),
+    Design("default"),
+    Design("step_after", "step-after"),
     # the rule as shipped before step-fairness: raw values at 0.34/0.68, Ray's stock
     # OptunaSearch (truncated values told COMPLETE), Optuna's default 10 start-up trials
-    Design("asha_progress", "progress-asha", "tpe", grace=0.34, stock_optuna=True,
-           n_startup_trials=10),
-    # `--scheduler progress-asha` today: the old rule with the current searcher
-    Design("asha_progress_now", "progress-asha", "tpe", grace=0.34),
+    Design("asha_progress", "progress-asha", grace=0.34, stock_optuna=True, n_startup_trials=10),
+    Design("asha_progress_now", "progress-asha", grace=0.34),  # --scheduler progress-asha
     Design("random_fifo", "fifo", "random"),
     Design("tpe_fifo", "fifo", "tpe"),
 ]
 # How the defaults were chosen (`--designs NAME ...`); not in the main table.
 VARIANTS = [
-    *[Design(f"default_startup{n}", "step-probe", "tpe", n_startup_trials=n)
-      for n in (2, 4, 5, 10)],
-    *[Design(f"default_grace{g:g}", "step-probe", "tpe", grace=g) for g in (0.25, 0.4, 0.5, 0.6)],
-    Design("default_grace0.5_rf3", "step-probe", "tpe", grace=0.5, reduction_factor=3),
-    Design("default_rf3", "step-probe", "tpe", reduction_factor=3),
-    Design("default_multivariate", "step-probe", "tpe", multivariate=True),
-    Design("tpe10_fifo", "fifo", "tpe", n_startup_trials=10),
+    *[Design(f"default_startup{n}", n_startup_trials=n) for n in (2, 5, 10)],
+    Design("tpe_noliar", constant_liar=False),
+    Design("tpe_multivariate", multivariate=True),
+    Design("tpe_multivariate_noliar", multivariate=True, constant_liar=False),
+    Design("default_startup_running", startup_counts_running=True),
+    Design("gp", searcher="gp"),
+    Design("random_probe", searcher="random"),
+    Design("confirm0", confirm=0),
+    Design("confirm1_seeds1", confirm=1, confirm_seeds=1),
+    Design("confirm2_seeds1", confirm=2, confirm_seeds=1),
+    Design("confirm2_seeds2", confirm=2, confirm_seeds=2),
+    Design("random_fifo_confirm0", "fifo", "random", confirm=0),
+    Design("tpe_fifo_confirm0", "fifo", "tpe", confirm=0),
+    *[Design(f"default_grace{g:g}", grace=g) for g in (0.25, 0.5)],
 ]
+# What a replay predicts for real budgets (`--predict`). The demo: its default --time-budget at
+# this table's measured epoch time, and on a machine twice as slow (as a fresh CI machine was).
+# A Cityscapes-like cluster search (ASSUMPTIONS, not measured): 4 x 8-GPU nodes, one 8-GPU trial
+# per node (K = 4), 5 hours; the tutorial's 8-epoch recipe (RepeatDataset x 8 of 2975 images,
+# batch 16: ~1490 iterations/epoch at ~0.45 s/it on 8 V100s = ~11 min/epoch) mapped onto this
+# table's 6-epoch schedules, so one table epoch ~ 8/6 x 11 = 15 min; 5 h = 20 table epochs of
+# wall-clock per slot, 80 slot-epochs of device budget; start and probe costs as measured here.
+DEMO_BUDGET_S = 18 * 60
+CLUSTER = {"slots": 4, "budget": 80.0, "what": "Cityscapes-like, 4 x 8-GPU, 5 h (assumed "
+                                              "15 min per table epoch)"}
 RECIPE = {"lr": 0.02, "max_epochs": 6, "step_frac": 4 / 6}  # configs/demo: lr 0.02, step 4 of 6
+RECIPE_KEY = (0.02, 6, 4)
+CONCURRENCY = (1, 4, 8)
 
 
 def table_space(path: Path, table: CurveTable) -> SearchSpace:
@@ -84,40 +110,74 @@ def spearman(xs: list[float], ys: list[float]) -> float:
     return cov / (sx * sy) if sx and sy else float("nan")
 
 
+def seed_noise(table: CurveTable) -> dict[str, float]:
+    """Seed noise (median over configs of the std over seeds of the kept value) next to the
+    spread of config means."""
+    stds = [statistics.stdev([c.best for c in runs.values()]) for runs in table.curves.values()
+            if len(runs) > 1]
+    means = sorted(table.true_mean(k) for k in table.curves)
+    return {"median_seed_std": statistics.median(stds) if stds else float("nan"),
+            "max_seed_std": max(stds) if stds else float("nan"),
+            "config_means_std": statistics.stdev(means),
+            "config_means_range": [means[0], means[-1]]}
+
+
 def table_facts(table: CurveTable) -> list[str]:
-    """What the table says before any scheduler runs: its best, the recipe, how predictive a
-    pre-step value and a probe value are of the final result, and whether pre-step epochs of
-    one lr agree across schedules (the assumption that lets one probed run serve them all)."""
-    best, curve = table.best()
-    lines = [f"table: {len(table.curves)} measured configs; best {table.metric} {best:.3f} "
-             f"(lr {curve.lr:g}, LR step after epoch {curve.step} of {curve.max_epochs}); "
-             f"{sum(1 for c in table.curves.values() if max(c.values) >= 0.95 * best)} configs "
-             f"reach 95% of it"]
-    recipe = table.curves.get((0.02, 6, 4))
-    if recipe:
-        lines.append(f"recipe (lr 0.02, step 4 of 6): {max(recipe.values):.3f}")
+    """What the table says before any scheduler runs: seeds and their noise, the best config by
+    true mean and the best single run, the recipe, how predictive a pre-step value and a probe
+    value are of the final result, and whether pre-step epochs of one lr agree across schedules
+    (the assumption that lets one probed run serve them all)."""
+    seen, curve = table.seen_best()
+    true, key = table.true_best()
+    noise = seed_noise(table)
+    ranked = sorted(table.curves, key=table.true_mean, reverse=True)
+    lines = [f"table: {len(table.curves)} measured configs x {len(table.seeds)} seeds "
+             f"{table.seeds}; best true mean {true:.4f} (lr {key[0]:g}, LR step after epoch "
+             f"{key[2]} of {key[1]}); best single run {seen:.4f} (lr {curve.lr:g}, step "
+             f"{curve.step}/{curve.max_epochs}, seed {curve.seed}, true mean "
+             f"{table.true_mean(curve.key):.4f}, rank {ranked.index(curve.key) + 1})",
+             f"seed noise: median std over seeds {noise['median_seed_std']:.4f} (max "
+             f"{noise['max_seed_std']:.4f}); config means: std {noise['config_means_std']:.4f}, "
+             f"range {noise['config_means_range'][0]:.4f}-{noise['config_means_range'][1]:.4f}; "
+             f"{sum(1 for k in table.curves if table.true_mean(k) >= 0.95 * true)} configs "
+             f"within 95% of the best true mean"]
+    if RECIPE_KEY in table.curves:
+        r = table.curves[RECIPE_KEY]
+        lines.append(f"recipe (lr 0.02, step 4 of 6): true mean {table.true_mean(RECIPE_KEY):.4f} "
+                     f"(seeds: {', '.join(f'{c.best:.3f}' for c in r.values())}), rank "
+                     f"{ranked.index(RECIPE_KEY) + 1} of {len(ranked)}")
     lines.append(f"measured costs in epochs: trial start {table.start_cost:.2f}, LR-step probe "
                  f"{table.probe_cost:.2f}")
-    for epoch in sorted({e for _, e in table.probes}):
+    for epoch in sorted({e for _, e, _ in table.probes}):
         pre, probe, final = [], [], []
-        for c in table.curves.values():
-            if epoch <= c.step and (c.lr, epoch) in table.probes:
-                pre.append(c.values[epoch - 1])
-                probe.append(table.probes[(c.lr, epoch)])
-                final.append(max(c.values))
+        for runs in table.curves.values():
+            for c in runs.values():
+                if epoch <= c.step and (c.lr, epoch, c.seed) in table.probes:
+                    pre.append(c.values[epoch - 1])
+                    probe.append(table.probes[(c.lr, epoch, c.seed)])
+                    final.append(table.true_mean(c.key))
         if len(final) >= 4:
-            lines.append(f"epoch {epoch}, {len(final)} configs not yet stepped: Spearman with the "
-                         f"final result: raw value {spearman(pre, final):+.2f}, LR-step probe "
-                         f"{spearman(probe, final):+.2f}")
+            lines.append(f"epoch {epoch}, {len(final)} runs not yet stepped: Spearman with the "
+                         f"config's true mean: raw value {spearman(pre, final):+.2f}, LR-step "
+                         f"probe {spearman(probe, final):+.2f}")
     worst = 0.0
-    for c in table.curves.values():
-        for d in table.curves.values():
-            if c.lr == d.lr and c is not d:
-                shared = min(c.step, d.step)
-                worst = max([worst] + [abs(a - b) for a, b in zip(c.values[:shared],
-                                                                  d.values[:shared])])
-    lines.append(f"pre-step epochs of one lr across schedules: largest difference {worst:.4f}")
+    for runs in table.curves.values():
+        for c in runs.values():
+            for other in table.curves.values():
+                d = other.get(c.seed)
+                if d is not None and d.lr == c.lr and d is not c:
+                    shared = min(c.step, d.step)
+                    worst = max([worst] + [abs(a - b) for a, b in zip(c.values[:shared],
+                                                                      d.values[:shared])])
+    lines.append(f"pre-step epochs of one lr and seed across schedules: largest difference "
+                 f"{worst:.4f}")
     return lines
+
+
+def run_design(design: Design, table: CurveTable, space: SearchSpace, budget: float,
+               seeds: range, slots: int = 1) -> list:
+    return [replay(design, table, space, budget, seed, points=[RECIPE], slots=slots)
+            for seed in seeds]
 
 
 def write_png(runs_by_design: dict[str, list], budget: float, path: Path, table_best: float) -> None:
@@ -144,13 +204,79 @@ def write_png(runs_by_design: dict[str, list], budget: float, path: Path, table_
         lo, hi = np.nanpercentile(arr, 25, axis=0), np.nanpercentile(arr, 75, axis=0)
         line, = ax.plot(grid, med, label=name)
         ax.fill_between(grid, lo, hi, alpha=0.15, color=line.get_color())
-    ax.axhline(0.95 * table_best, ls="--", lw=0.8, color="grey", label="95% of table best")
+    ax.axhline(0.95 * table_best, ls="--", lw=0.8, color="grey", label="95% of the best run")
     ax.set_xlabel("trial-epochs spent (starts and probes charged at their measured cost)")
-    ax.set_ylabel("best bbox mAP so far")
+    ax.set_ylabel("best bbox mAP seen so far")
     ax.set_title(f"Demo curve replay: median and IQR over {len(next(iter(runs_by_design.values())))} seeds")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
+
+
+def print_table(title: str, rows: dict[str, dict], best_true: float) -> None:
+    print(f"\n{title}")
+    print(f"{'design':24s}{'true med':>9s}{'ratio':>7s}{'p>recipe':>9s}{'wall':>7s}{'wall95':>8s}"
+          f"{'device':>8s}{'trials':>7s}{'confirmed':>10s}{'seen med':>9s}{'ep to 95':>9s}"
+          f"{'survives':>9s}")
+    for name, s in rows.items():
+        t = s["true_quality"]
+        w95 = "never" if s["median_wall_to_95_true"] is None else f"{s['median_wall_to_95_true']:.1f}"
+        e95 = "never" if s["median_epochs_to_95"] is None else f"{s['median_epochs_to_95']:.1f}"
+        surv = "-" if s["p_best_survives"] is None else f"{s['p_best_survives']:.2f}"
+        print(f"{name:24s}{t['median']:>9.4f}{t['ratio_to_best']:>7.3f}{t['p_beats_recipe']:>9.2f}"
+              f"{s['median_wall_clock']:>7.1f}{w95:>8s}{s['median_device']:>8.1f}"
+              f"{s['mean_trials']:>7.1f}{s['share_confirmed']:>10.2f}{s['median_best']:>9.4f}"
+              f"{e95:>9s}{surv:>9s}")
+
+
+def predict(design: Design, table: CurveTable, space: SearchSpace, seeds: range,
+            recipe_key) -> None:
+    """The default's predictions: by trials run (over budgets of 15-150 slot-epochs, K = 1),
+    for the demo's default time budget here and on a machine twice as slow, and for the
+    Cityscapes-like cluster search (`CLUSTER`)."""
+    recipe_true = table.true_mean(recipe_key)
+    by_trials: dict[int, list] = {}
+    for budget in range(15, 151, 15):
+        for run in run_design(design, table, space, float(budget), seeds):
+            by_trials.setdefault(len(run.trials), []).append(run)
+    out = {"made_by": "bench/replay.py --predict", "design": repr(design),
+           "table": table.source, "seeds_per_config": len(table.seeds), "by_trials": {}}
+    for n, runs in sorted(by_trials.items()):
+        if len(runs) < 20:
+            continue  # too few replays ended with exactly n trials to say anything
+        s = summarize(runs, table, recipe_key)
+        out["by_trials"][str(n)] = {"p_beats_recipe": s["true_quality"]["p_beats_recipe"],
+                                    "median_true_quality": s["true_quality"]["median"],
+                                    "recipe_true_mean": recipe_true, "replays": len(runs)}
+    scenarios = {
+        f"demo default --time-budget {DEMO_BUDGET_S // 60}m, this machine": (
+            1, DEMO_BUDGET_S / table.epoch_seconds),
+        f"demo default --time-budget {DEMO_BUDGET_S // 60}m, a 2x slower machine": (
+            1, DEMO_BUDGET_S / (2 * table.epoch_seconds)),
+        CLUSTER["what"]: (CLUSTER["slots"], CLUSTER["budget"]),
+    }
+    out["scenarios"] = {}
+    for what, (slots, budget) in scenarios.items():
+        runs = run_design(design, table, space, budget, seeds, slots)
+        s = summarize(runs, table, recipe_key)
+        out["scenarios"][what] = {
+            "slots": slots, "device_budget_slot_epochs": budget, "mean_trials": s["mean_trials"],
+            "median_true_quality": s["true_quality"]["median"],
+            "ratio_to_best": s["true_quality"]["ratio_to_best"],
+            "p_beats_recipe": s["true_quality"]["p_beats_recipe"],
+            "median_wall_clock_epochs": s["median_wall_clock"],
+            "share_confirmed": s["share_confirmed"]}
+        print(f"{what}: K={slots}, {budget:.0f} slot-epochs: {s['mean_trials']:.1f} trials, "
+              f"true {s['true_quality']['median']:.4f} (ratio "
+              f"{s['true_quality']['ratio_to_best']:.3f}), p>recipe "
+              f"{s['true_quality']['p_beats_recipe']:.2f}, wall {s['median_wall_clock']:.1f} "
+              f"epochs, confirmed {s['share_confirmed']:.2f}")
+    for n, p in out["by_trials"].items():
+        print(f"{n:>3} trials: p>recipe {p['p_beats_recipe']:.2f}, true "
+              f"{p['median_true_quality']:.4f} ({p['replays']} replays)")
+    path = REPO / "bench" / "curves" / "demo_predictions.json"
+    path.write_text(json.dumps(out, indent=1))
+    print(f"wrote {path} (epoch = {table.epoch_seconds:.1f} s here)")
 
 
 def main() -> None:
@@ -161,58 +287,94 @@ def main() -> None:
     ap.add_argument("--recipe", default=json.dumps(RECIPE),
                     help="trial 0 in the space's terms (JSON)")
     ap.add_argument("--space", default=str(REPO / "search_spaces" / "demo.yaml"))
-    ap.add_argument("--seeds", type=int, default=30)
+    ap.add_argument("--seeds", type=int, default=100, help="replays per design (default 100)")
     ap.add_argument("--first-seed", type=int, default=0)
-    ap.add_argument("--budgets", type=float, nargs="+", default=[60, 30, 200],
-                    help="trial-epoch budgets; the first is plotted (200: long enough that "
-                         "every design's median reaches 95%% of the best, so the trial-epochs "
-                         "it takes compare)")
+    ap.add_argument("--budget", type=float, default=60.0,
+                    help="device budget in slot-epochs, confirmation included (default 60)")
+    ap.add_argument("--slots", type=int, nargs="+", default=[1],
+                    help="trials at once for the design table (default 1)")
     ap.add_argument("--designs", nargs="+", default=[d.name for d in DESIGNS])
+    ap.add_argument("--list", action="store_true", help="list the designs and variants")
     ap.add_argument("--png", default=str(REPO / "bench" / "curves" / "replay_demo.png"))
-    ap.add_argument("--json", action="store_true", help="print only the B = 60 summary as JSON")
+    ap.add_argument("--json", action="store_true",
+                    help="print only the B = 60 summary (designs at K = 1, the default at "
+                         "K = 1, 4, 8) as JSON")
+    ap.add_argument("--out", default=None, help="also write the JSON summary to this file")
+    ap.add_argument("--predict", action="store_true",
+                    help="what the default predicts for the demo's default time budget and a "
+                         "Cityscapes-like cluster search; writes bench/curves/"
+                         "demo_predictions.json (p_beats_recipe by trials run, read by the "
+                         "demo's console)")
     args = ap.parse_args()
     import logging
 
     logging.getLogger("ray").setLevel(logging.ERROR)
+    every = {d.name: d for d in DESIGNS + VARIANTS}
+    if args.list:
+        for d in every.values():
+            print(d)
+        return
+    unknown = [n for n in args.designs if n not in every]
+    if unknown:
+        sys.exit(f"unknown design(s) {unknown}; --list shows them")
     table = CurveTable.from_json(*args.table)
-    recipe = json.loads(args.recipe)
+    table.require_seeds(3, "judging what the pipeline returns (a trial's seed plus 2 fresh "
+                           "seeds for the confirmation)")
+    recipe_key = table.key_for(json.loads(args.recipe))
     space = table_space(Path(args.space), table)
-    designs = [d for d in DESIGNS + VARIANTS if d.name in args.designs]
-    table_best, _ = table.best()
-    budgets = [60.0] if args.json else args.budgets
+    best_true, _ = table.true_best()
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    if args.predict:
+        predict(every["default"], table, space, seeds, recipe_key)
+        return
+    budget = 60.0 if args.json else args.budget
     started = time.time()
-    out: dict[float, dict[str, dict]] = {}
-    runs60: dict[str, list] = {}
-    for budget in budgets:
-        out[budget] = {}
-        for design in designs:
-            runs = [replay(design, table, space, budget, seed, points=[recipe])
-                    for seed in range(args.first_seed, args.first_seed + args.seeds)]
-            out[budget][design.name] = summarize(runs, table)
-            if budget == budgets[0]:
-                runs60[design.name] = runs
+    runs1: dict[str, list] = {}
+    out: dict[int, dict[str, dict]] = {}
+    for slots in ([1] if args.json else args.slots):
+        out[slots] = {}
+        for name in args.designs:
+            runs = run_design(every[name], table, space, budget, seeds, slots)
+            out[slots][name] = summarize(runs, table, recipe_key)
+            if slots == 1:
+                runs1[name] = runs
+            print(f"[replay] {name} K={slots}: {time.time() - started:.0f}s", file=sys.stderr,
+                  flush=True)
+    concurrency = {}
+    for slots in CONCURRENCY:
+        s = (out.get(slots, {}).get("default")
+             or summarize(run_design(every["default"], table, space, budget, seeds, slots),
+                          table, recipe_key))
+        concurrency[str(slots)] = {"median_true_quality": s["true_quality"]["median"],
+                                   "p_beats_recipe": s["true_quality"]["p_beats_recipe"],
+                                   "wall_clock": s["median_wall_clock"]}
+    seen_best, _ = table.seen_best()
+    keys = ("median_best", "iqr_best", "median_epochs_to_95", "p_best_survives", "true_quality")
+    summary = {
+        "table_best": seen_best, "budget_trial_epochs": budget,
+        "designs": {n: {k: s[k] for k in keys} for n, s in out[1].items()} if 1 in out else {},
+        "seeds_per_config": len(table.seeds), "best_true_mean": best_true,
+        "recipe_true_mean": table.true_mean(recipe_key), "concurrency": concurrency,
+        "replays": len(seeds),
+    }
+    if args.out:
+        Path(args.out).write_text(json.dumps(summary, indent=1))
     if args.json:
-        keys = ("median_best", "iqr_best", "median_epochs_to_95", "p_best_survives")
-        print(json.dumps({"table_best": table_best, "budget_trial_epochs": 60,
-                          "designs": {n: {k: s[k] for k in keys} for n, s in out[60.0].items()}}))
+        print(json.dumps(summary))
         return
     print("\n".join(table_facts(table)))
-    for budget, designs_out in out.items():
-        print(f"\nbudget {budget:g} trial-epochs, {args.seeds} seeds (target: 95% of the table's "
-              f"best = {0.95 * table_best:.3f})")
-        print(f"{'design':15s}{'median best':>12s}{'IQR':>16s}{'epochs to 95%':>15s}"
-              f"{'reach 95%':>11s}{'best survives':>15s}{'trials':>8s}")
-        for name, s in designs_out.items():
-            to95 = "never" if s["median_epochs_to_95"] is None else f"{s['median_epochs_to_95']:.1f}"
-            surv = "-" if s["p_best_survives"] is None else f"{s['p_best_survives']:.2f}"
-            print(f"{name:15s}{s['median_best']:>12.4f}{'[%.3f, %.3f]' % tuple(s['iqr_best']):>16s}"
-                  f"{to95:>15s}{s['share_reaching_95']:>11.2f}{surv:>15s}{s['mean_trials']:>8.1f}")
-        d, r = designs_out.get("default"), designs_out.get("random_fifo")
-        if d and r and d["median_epochs_to_95"] and r["median_epochs_to_95"]:
-            print(f"default / random_fifo epochs to 95%: "
-                  f"{d['median_epochs_to_95'] / r['median_epochs_to_95']:.2f}")
-    write_png(runs60, budgets[0], Path(args.png), table_best)
-    print(f"\nPNG: {args.png}  ({time.time() - started:.0f}s)")
+    for slots, rows in out.items():
+        print_table(f"device budget {budget:g} slot-epochs (confirmation included), K = {slots} "
+                    f"trial(s) at once, {len(seeds)} replays; best true mean {best_true:.4f}, "
+                    f"recipe {summary['recipe_true_mean']:.4f}", rows, best_true)
+    print(f"\ndefault at K = 1, 4, 8 (same device budget): "
+          + "; ".join(f"K={k}: true {v['median_true_quality']:.4f}, p>recipe "
+                      f"{v['p_beats_recipe']:.2f}, wall {v['wall_clock']:.1f}"
+                      for k, v in concurrency.items()))
+    if runs1:
+        write_png(runs1, budget, Path(args.png), seen_best)
+        print(f"\nPNG: {args.png}")
+    print(f"({time.time() - started:.0f}s)")
 
 
 if __name__ == "__main__":

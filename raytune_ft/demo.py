@@ -114,3 +114,23 @@ def ensure_demo(out: Path = DEMO_ROOT) -> Path:
         print(f"[raytune_ft] ImageNet MobileNetV2 weights converted to "
               f"{out / BACKBONE_CHECKPOINT}", flush=True)
     return out
+
+
+DEMO_PREDICTIONS = shipped("bench", "curves", "demo_predictions.json")
+
+
+def replay_prediction(trials: int) -> str | None:
+    """One sentence: what the demo's curve replay (`bench/replay.py --predict`) says about a
+    default search that ran `trials` trials one at a time: how often the config it returns is
+    truly better than the recipe (on seeds it never saw). None without that file."""
+    if not DEMO_PREDICTIONS.exists():
+        return None
+    by_trials = json.loads(DEMO_PREDICTIONS.read_text())["by_trials"]
+    if not by_trials:
+        return None
+    nearest = min(by_trials, key=lambda k: abs(int(k) - trials))
+    p = by_trials[nearest]
+    return (f"the demo's curve replay predicts that a default search of {nearest} trials "
+            f"returns a config truly better than the recipe in {p['p_beats_recipe']:.0%} of "
+            f"searches (true mean {p['median_true_quality']:.3f} vs the recipe's "
+            f"{p['recipe_true_mean']:.3f}, {p['replays']} replays; bench/replay.py --predict)")

@@ -26,7 +26,15 @@ OLD_GRACE = 0.34
 # starts modelling after 3 trials reached 95% of the best config in about half the trial-epochs
 # of Optuna's default 10 (2 and 3 tie; 4, 5 and 10 are slower).
 TPE_STARTUP_TRIALS = 3
+# TPE's two switches, set explicitly (Optuna 4 has both off, Optuna 5 both on): constant_liar
+# makes TPE treat running trials as bad results so K trials at once do not sample the same
+# spot; multivariate models the parameters jointly. Chosen on the replay (bench/replay.py).
+TPE_CONSTANT_LIAR = True
+TPE_MULTIVARIATE = False
 DEMO_TRIALS = 10  # about 55 trial-epochs on the demo: ~10 min on 2 CPU cores
+# The demo's default --time-budget: search + confirmation end within 20 min on a 2-core machine
+# (a slower one runs fewer trials); 2 min of it are the margin for a trial that overruns.
+DEMO_TIME_BUDGET = "18m"
 DEFAULT_TRIALS = 8
 # Confirmation: the best config and the recipe, 2 fresh seeds each (4 full runs: ~5 min on the
 # demo, about half a search's cost on a real config). Enough for a paired interval.
@@ -118,7 +126,12 @@ class SearchConfig(_Common):
     workers_per_trial: int = field(default=1, metadata=_opt(
         "Ray Train workers (DDP ranks) per trial (default 1)"))
     num_samples: int | None = field(default=None, metadata=_opt(
-        f"trials to run (default {DEFAULT_TRIALS}; the demo: {DEMO_TRIALS})"))
+        f"trials to run (default {DEFAULT_TRIALS}; the demo: {DEMO_TRIALS}); with "
+        "--time-budget, whichever ends first ends the search"))
+    time_budget: str | None = field(default=None, metadata=_opt(
+        "wall-clock budget of the whole search, confirmation included, e.g. 5h, 90m, 1h30m: no "
+        "trial starts once the rest cannot hold an average trial plus the confirmation; "
+        f"running trials finish (default: none; the demo: {DEMO_TIME_BUDGET})"))
     max_concurrent: int = field(default=1, metadata=_opt("trials running at once"))
     scheduler: str = field(default="step-probe", metadata=_opt(
         "early stopping: step-probe (default: ASHA ranking trials before their LR step on an "
@@ -178,6 +191,14 @@ class SearchConfig(_Common):
         if self.num_samples is not None:
             _at_least("num_samples", self.num_samples, 1)
         _at_least("max_concurrent", self.max_concurrent, 1)
+        if self.time_budget is not None:
+            from raytune_ft.budget import parse_duration
+
+            parse_duration(self.time_budget, flag("time_budget"))
+            if self.searcher == "grid":
+                raise UserError(f"{_name('time_budget')} decides when to stop starting trials; "
+                                "--searcher grid runs every point of its grid. Use --searcher "
+                                "tpe or random with a time budget.")
         _at_least("startup_trials", self.startup_trials, 1)
         _at_least("grid_points", self.grid_points, 2)
         _at_least("num_to_keep", self.num_to_keep, 1)
@@ -201,6 +222,12 @@ class SearchConfig(_Common):
             raise UserError(f"{_name('resume')} continues an experiment by name: pass "
                             f"{_name('name')} (and the same --storage-path).")
         _check_points(self.points)
+
+    @property
+    def time_budget_s(self) -> float | None:
+        from raytune_ft.budget import parse_duration
+
+        return None if self.time_budget is None else parse_duration(self.time_budget)
 
     @property
     def resolved_grace(self) -> float:

@@ -14,8 +14,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from raytune_ft.budget import format_duration
 from raytune_ft.errors import UserError
-from raytune_ft.options import DEFAULT_TRIALS, DEMO_TRIALS, SearchConfig, flag
+from raytune_ft.options import (DEFAULT_TRIALS, DEMO_TIME_BUDGET, DEMO_TRIALS, SearchConfig,
+                                flag)
 from raytune_ft.storage import ExperimentStorage, user_or_shipped
 
 TRIAL_DRIVER_CPU = 0.01  # the Tune trial only drives a Train run; its workers hold the resources
@@ -105,6 +107,8 @@ def resolve_defaults(config: SearchConfig) -> SearchConfig:
         reserved=TRIAL_DRIVER_CPU)
     if config.num_samples is None:
         changes["num_samples"] = DEMO_TRIALS if demo else DEFAULT_TRIALS
+    if demo and config.time_budget is None and config.searcher != "grid":
+        changes["time_budget"] = DEMO_TIME_BUDGET
     changes["name"] = config.name or time.strftime("search_%Y%m%d_%H%M%S")
     return config.replace(**changes)
 
@@ -224,25 +228,38 @@ def check_points(points, space) -> list[dict[str, Any]]:
     return [dict(p) for p in points]
 
 
-def build_searcher(plan: SearchPlan):
+def confirm_runs(config: SearchConfig) -> int:
+    """Full-schedule runs the confirmation makes: (K + recipe) x seeds."""
+    return (config.confirm + 1) * config.seeds if config.confirm else 0
+
+
+def build_searcher(plan: SearchPlan, started_at: float | None = None):
+    """TPE or random (Optuna samplers in optuna.db, the time budget's gate), or Tune's grid."""
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     config, job = plan.config, plan.job
-    if config.searcher == "tpe":
+    if config.searcher in ("tpe", "random"):
         import optuna
 
-        from raytune_ft.searcher import StepFairOptunaSearch
+        from raytune_ft.budget import TimeBudget
+        from raytune_ft.options import TPE_CONSTANT_LIAR, TPE_MULTIVARIATE
+        from raytune_ft.searcher import BUDGET_RECORD, build_optuna_search, build_sampler
 
         # SQLite needs a local file: for a URI it is staged locally and published by
         # PublishFiles (below); a resume on another machine fetches it back first.
         plan.experiment.fetch(OPTUNA_DB)
         db = plan.experiment.local_path(OPTUNA_DB)
         storage = optuna.storages.RDBStorage(f"sqlite:///{db}")
-        sampler = optuna.samplers.TPESampler(seed=config.seed,
-                                             n_startup_trials=config.startup_trials)
-        return StepFairOptunaSearch(metric=job.metric, mode=job.mode,
-                                    points_to_evaluate=plan.points, sampler=sampler,
-                                    storage=storage, study_name=config.name)
+        sampler = build_sampler(config.searcher, config.seed, config.startup_trials,
+                                multivariate=TPE_MULTIVARIATE, constant_liar=TPE_CONSTANT_LIAR)
+        searcher = build_optuna_search(job.metric, job.mode, plan.points, sampler,
+                                       storage=storage, study_name=config.name)
+        if config.time_budget is not None:
+            searcher.set_time_budget(
+                TimeBudget(config.time_budget_s, slots=config.max_concurrent,
+                           confirm_runs=confirm_runs(config)),
+                started_at or time.time(), plan.experiment.local_path(BUDGET_RECORD))
+        return searcher
     # A SearchGenerator ignores TuneConfig.max_concurrent_trials: bound it here.
     return BasicVariantGenerator(points_to_evaluate=plan.points, random_state=config.seed,
                                  max_concurrent=config.max_concurrent)
@@ -256,7 +273,7 @@ def trial_driver_resources(nodes: list[dict[str, float]]) -> dict[str, float]:
     return {"cpu": TRIAL_DRIVER_CPU}
 
 
-def build_tuner(plan: SearchPlan, nodes: list[dict[str, float]]):
+def build_tuner(plan: SearchPlan, nodes: list[dict[str, float]], started_at: float | None = None):
     from ray import tune
 
     from raytune_ft.scheduler import build_scheduler
@@ -282,7 +299,7 @@ def build_tuner(plan: SearchPlan, nodes: list[dict[str, float]]):
         trainable,
         param_space=job.space.to_tune(config.searcher, config.grid_points),
         tune_config=tune.TuneConfig(
-            search_alg=build_searcher(plan),
+            search_alg=build_searcher(plan, started_at),
             scheduler=build_scheduler(config.scheduler, job.metric, job.mode,
                                       config.resolved_grace, config.reduction_factor),
             num_samples=1 if config.searcher == "grid" else config.num_samples,
@@ -336,9 +353,11 @@ def run_search(config: SearchConfig) -> SearchResult:
         print(f"[raytune_ft] check-only: all checks passed in {time.time() - started:.1f}s "
               f"({len(nodes)} Ray node(s)); no trial was started.")
         return SearchResult("checked", plan.experiment.path, {}, [], config)
-    tuner = build_tuner(plan, nodes)
-    print(f"[raytune_ft] experiment {plan.experiment.path}: {config.num_samples} trial(s), "
-          f"{config.searcher} + {config.scheduler}, metric {config.metric} ({config.mode})",
+    tuner = build_tuner(plan, nodes, started)
+    print(f"[raytune_ft] experiment {plan.experiment.path}: {config.num_samples} trial(s)"
+          + (f" or a time budget of {config.time_budget} (confirmation included), whichever "
+             "ends first" if config.time_budget else "")
+          + f", {config.searcher} + {config.scheduler}, metric {config.metric} ({config.mode})",
           flush=True)
     if not config.verbose:
         print(f"[raytune_ft] full logs per trial: {plan.experiment.join('trials', 'trial_<id>')}"
@@ -349,8 +368,19 @@ def run_search(config: SearchConfig) -> SearchResult:
     rows, summary = finish(grid, plan, statuses, started)
     unfinished = [t for t, s in statuses.items() if s not in ("TERMINATED", "ERROR")]
     expected = 1 if config.searcher == "grid" else config.num_samples
-    status = "interrupted" if unfinished or len(statuses) < expected else "finished"
-    if status == "finished" and config.confirm:
+    budget = budget_outcome(plan, started, len(statuses))
+    stopped_by_budget = bool(budget.get("stopped_because", "").startswith("time budget"))
+    status = ("interrupted" if unfinished or (len(statuses) < expected and not stopped_by_budget)
+              else "finished")
+    if budget:
+        print(f"[raytune_ft] search stopped after {len(statuses)} trial(s): "
+              f"{budget['stopped_because']}", flush=True)
+    if status == "finished" and config.confirm and not confirmation_fits(plan, started):
+        print(f"[raytune_ft] the confirmation (about "
+              f"{format_duration(budget.get('confirmation_reserve_s') or 0)}) no longer fits in "
+              f"--time-budget {config.time_budget}: skipped; run it later with python -m "
+              f"raytune_ft.confirm {plan.experiment.path}", flush=True)
+    elif status == "finished" and config.confirm:
         finished = sum(1 for r in rows if r.status == "finished")
         if finished < config.confirm:
             print(f"[raytune_ft] --confirm {config.confirm}: only {finished} trial(s) ran their "
@@ -358,10 +388,79 @@ def run_search(config: SearchConfig) -> SearchResult:
         if finished:
             summary = confirm_and_rewrite(plan, rows, min(config.confirm, finished),
                                           config.seeds) or summary
-    elif status == "finished":
+    if status == "finished" and (not config.confirm or not confirmation_fits(plan, started)):
         summary = score_and_rewrite(plan, rows, None) or summary
+    if budget:
+        summary = record_budget(plan, summary, budget, started)
+    if status == "finished":
+        say_demo_prediction(config, len(rows))
     report(plan.experiment)
     return SearchResult(status, plan.experiment.path, summary, rows, config)
+
+
+def say_demo_prediction(config: SearchConfig, trials: int) -> None:
+    """On the demo with the default design: what the curve replay predicts for this many
+    trials (is the returned config truly better than the recipe?)."""
+    from raytune_ft.demo import DEMO_CONFIG, DEMO_SPACE, replay_prediction
+
+    design = ("scheduler", "searcher", "startup_trials", "confirm", "seeds", "grace",
+              "reduction_factor", "max_concurrent")
+    default = SearchConfig()
+    if (config.config, config.space) != (str(DEMO_CONFIG), str(DEMO_SPACE)) or any(
+            getattr(config, k) != getattr(default, k) for k in design):
+        return
+    line = replay_prediction(trials)
+    if line:
+        print(f"[raytune_ft] {line}", flush=True)
+
+
+def _budget_state(plan: SearchPlan) -> dict[str, Any]:
+    import json
+
+    from raytune_ft.searcher import BUDGET_RECORD
+
+    path = plan.experiment.local_path(BUDGET_RECORD)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def budget_outcome(plan: SearchPlan, started: float, trials: int) -> dict[str, Any]:
+    """The time budget's state when the search phase ended, and why it stopped ({} without a
+    budget)."""
+    config = plan.config
+    if config.time_budget is None:
+        return {}
+    state = _budget_state(plan)
+    if not state.get("stopped_because"):
+        expected = 1 if config.searcher == "grid" else config.num_samples
+        state["stopped_because"] = (f"--num-samples {config.num_samples} reached before the "
+                                    f"time budget" if trials >= expected else "interrupted")
+    return {"time_budget": config.time_budget, "time_budget_s": config.time_budget_s, **state}
+
+
+def confirmation_fits(plan: SearchPlan, started: float) -> bool:
+    """Without a time budget always; with one, when its expected length still fits."""
+    if plan.config.time_budget is None:
+        return True
+    state = _budget_state(plan)
+    started_at = state.get("started_at") or started
+    return time.time() - started_at + (state.get("confirmation_reserve_s") or 0.0) \
+        <= plan.config.time_budget_s
+
+
+def record_budget(plan: SearchPlan, summary: dict[str, Any], budget: dict[str, Any],
+                  started: float) -> dict[str, Any]:
+    """summary.json gains the budget: its size, what was used, trials run, why it stopped."""
+    import json
+
+    used = time.time() - (budget.get("started_at") or started)
+    budget = {**budget, "used_s": used, "trials_run": summary.get("trials")}
+    summary = {**summary, "time_budget": budget}
+    plan.experiment.local_path("summary.json").write_text(
+        json.dumps(summary, indent=2, default=str))
+    plan.experiment.publish("summary.json")
+    print(f"[raytune_ft] time budget {budget['time_budget']}: used {format_duration(used)} "
+          f"({used / budget['time_budget_s']:.0%})", flush=True)
+    return summary
 
 
 def score_and_rewrite(plan: SearchPlan, rows: list, confirmation) -> dict[str, Any]:

@@ -13,15 +13,28 @@ winner. Here:
   worst value it reported; an errored one FAIL (as in Ray).
 
 `optuna.db` therefore shows stopped trials as PRUNED with their probe/post-step values.
+
+With a time budget (`set_time_budget`, `--time-budget`) the searcher is also where a search
+stops starting trials: `suggest` answers `Searcher.FINISHED` once `raytune_ft.budget.TimeBudget`
+says the rest of the budget cannot hold another trial and the confirmation; Tune lets the
+running trials finish. Its state (started_at, trial lengths) is pickled with the searcher, so
+a resumed search keeps the deadline of its first start.
 """
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
 from typing import Any
 
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from raytune_ft.budget import TimeBudget
 from raytune_ft.scheduler import ranked_value
+
+BUDGET_RECORD = "budget.json"  # <experiment>/budget.json: the budget's state, why it stopped
 
 
 def stopped_early(result: dict[str, Any] | None) -> bool:
@@ -46,6 +59,41 @@ class StepFairOptunaSearch(OptunaSearch):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._reported_steps: dict[str, set[int]] = {}
+        self.time_budget: TimeBudget | None = None
+        self._budget_started_at = 0.0
+        self._budget_record: str | None = None
+        self._trial_started: dict[str, float] = {}
+
+    def set_time_budget(self, budget: TimeBudget, started_at: float,
+                        record: str | Path | None = None) -> None:
+        """Stop suggesting once `budget` (seconds, counted from `started_at`) says so; keep
+        its state in the JSON file `record`."""
+        self.time_budget, self._budget_started_at = budget, started_at
+        self._budget_record = str(record) if record else None
+
+    def suggest(self, trial_id: str) -> dict | None:
+        budget = self.time_budget
+        if budget is not None and trial_id not in self._trial_started:
+            running = len(self._trial_started) - len(budget.trial_lengths)
+            if not budget.can_start(time.time() - self._budget_started_at, running):
+                self._write_budget()
+                return Searcher.FINISHED
+        suggestion = super().suggest(trial_id)
+        if budget is not None and suggestion not in (None, Searcher.FINISHED):
+            self._trial_started.setdefault(trial_id, time.time())
+        return suggestion
+
+    def budget_state(self) -> dict[str, Any]:
+        b = self.time_budget
+        return {} if b is None else {
+            "time_budget_s": b.total, "started_at": self._budget_started_at,
+            "trials_started": len(self._trial_started), "trial_lengths_s": b.trial_lengths,
+            "average_trial_s": b.average_trial, "confirmation_reserve_s": b.reserve,
+            "stopped_because": b.stopped_because}
+
+    def _write_budget(self) -> None:
+        if self._budget_record:
+            Path(self._budget_record).write_text(json.dumps(self.budget_state(), indent=1))
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
@@ -62,6 +110,16 @@ class StepFairOptunaSearch(OptunaSearch):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
+        started = self._trial_started.get(trial_id)
+        if self.time_budget is not None and started is not None \
+                and trial_id not in self._completed_trials:
+            full = bool(result) and not error and not result.get("diverged") \
+                and not stopped_early(result)
+            self.time_budget.trial_ended(time.time() - started, full)
+            self._write_budget()
+        self._complete(trial_id, result, error)
+
+    def _complete(self, trial_id: str, result: dict | None, error: bool) -> None:
         if error or not stopped_early(result) or trial_id in self._completed_trials:
             super().on_trial_complete(trial_id, result=result, error=error)
             return
@@ -72,3 +130,71 @@ class StepFairOptunaSearch(OptunaSearch):
         self.on_trial_result(trial_id, result)
         self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
         self._completed_trials.add(trial_id)
+
+
+SAMPLERS = ("tpe", "random", "gp")
+
+
+def build_sampler(kind: str, seed: int, startup_trials: int, multivariate: bool = False,
+                  constant_liar: bool = False, startup_counts_running: bool = False):
+    """The Optuna sampler of a search (and of its replay): one place that sets TPE's switches,
+    whose defaults differ between Optuna 4 and 5."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if kind == "tpe":
+        cls = _startup_counting_running_tpe() if startup_counts_running \
+            else optuna.samplers.TPESampler
+        return cls(seed=seed, n_startup_trials=startup_trials, multivariate=multivariate,
+                   constant_liar=constant_liar)
+    if kind == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup_trials)
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ValueError(f"unknown sampler {kind!r}; one of {SAMPLERS}")
+
+
+def build_optuna_search(metric: str, mode: str, points: list[dict[str, Any]], sampler,
+                        stock: bool = False, **storage: Any) -> OptunaSearch:
+    """The Tune searcher over `sampler`: `StepFairOptunaSearch`, or Ray's own `OptunaSearch`
+    (`stock`, the searcher before step-fairness, kept to compare). `storage` is
+    `storage=..., study_name=...` for a study in optuna.db."""
+    cls = OptunaSearch if stock else StepFairOptunaSearch
+    return cls(metric=metric, mode=mode, points_to_evaluate=[dict(p) for p in points],
+               sampler=sampler, **storage)
+
+
+def _startup_counting_running_tpe():
+    """TPE whose random start-up phase counts running trials too (a benchmark variant).
+
+    Optuna's TPE counts only finished (COMPLETE/PRUNED) trials towards `n_startup_trials`, so
+    with K trials at once the first ~K + n trials are all random (ray issue #52535). This
+    variant ends the start-up once finished + running trials reach n (at least one finished):
+    `bench/replay.py --designs default_startup_running` measures whether that helps.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    class StartupCountingRunningTPESampler(optuna.samplers.TPESampler):
+        def _effective_startup(self, study, trial) -> int:
+            running = [t for t in study._get_trials(deepcopy=False, states=(TrialState.RUNNING,),
+                                                    use_cache=False) if t.number != trial.number]
+            return max(1, self._n_startup_trials - len(running))
+
+        def _sample_relative(self, study, trial, search_space):
+            return self._with_startup(study, trial, super()._sample_relative,
+                                      study, trial, search_space)
+
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            return self._with_startup(study, trial, super().sample_independent,
+                                      study, trial, param_name, param_distribution)
+
+        def _with_startup(self, study, trial, method, *args):
+            declared = self._n_startup_trials
+            self._n_startup_trials = self._effective_startup(study, trial)
+            try:
+                return method(*args)
+            finally:
+                self._n_startup_trials = declared
+
+    return StartupCountingRunningTPESampler

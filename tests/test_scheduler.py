@@ -19,9 +19,8 @@ SPACE = parse_space({"params": {
 }})
 LOW, HIGH = 0.01, 0.04
 # Low lr leads before the step; high lr overtakes after it (as detection mAP does at the step).
-TABLE = CurveTable(
-    curves={(LOW, 4, 3): Curve(LOW, 4, 3, (0.02, 0.05, 0.06, 0.07)),
-            (HIGH, 4, 3): Curve(HIGH, 4, 3, (0.01, 0.03, 0.04, 0.12))},
+TABLE = CurveTable.of(
+    [Curve(LOW, 4, 3, (0.02, 0.05, 0.06, 0.07)), Curve(HIGH, 4, 3, (0.01, 0.03, 0.04, 0.12))],
     probes={(LOW, 2): 0.055, (LOW, 3): 0.065, (HIGH, 2): 0.07, (HIGH, 3): 0.10},
     start_cost=0.5, probe_cost=0.5, metric=METRIC)
 POINTS = [{"lr": LOW, "max_epochs": 4, "step_frac": 0.75},
@@ -35,13 +34,14 @@ def fates(design: Design, budget: float = TWO_TRIALS):
 
 
 def test_step_probe_promotes_the_trial_that_overtakes_after_its_step():
-    run, trials = fates(Design("default", "step-probe", "tpe"))
+    run, trials = fates(Design("default", "step-probe", "tpe", confirm=0))
     assert trials[HIGH].finished and trials[HIGH].probes == 2
     assert run.best == pytest.approx(0.12)
 
 
 def test_the_old_progress_rule_stops_it_before_its_step():
-    run, trials = fates(Design("old", "progress-asha", "tpe", grace=0.34, stock_optuna=True))
+    run, trials = fates(Design("old", "progress-asha", "tpe", grace=0.34, stock_optuna=True,
+                               confirm=0))
     assert trials[LOW].finished
     assert not trials[HIGH].finished and trials[HIGH].epochs_run == 2
     assert run.best == pytest.approx(0.07)
@@ -49,12 +49,12 @@ def test_the_old_progress_rule_stops_it_before_its_step():
 
 def test_step_after_judges_only_post_step_values():
     # both trials step after epoch 3 of 4, so no rung is after a step: nothing is stopped
-    _, trials = fates(Design("after", "step-after", "tpe"))
+    _, trials = fates(Design("after", "step-after", "tpe", confirm=0))
     assert trials[LOW].finished and trials[HIGH].finished and trials[HIGH].probes == 0
 
 
 def test_a_stopped_trial_is_pruned_in_the_study_never_complete():
-    design = Design("old_rule_new_searcher", "progress-asha", "tpe", grace=0.34)
+    design = Design("old_rule_new_searcher", "progress-asha", "tpe", grace=0.34, confirm=0)
     run, trials = fates(design)
     assert not trials[HIGH].finished
     # the replay's searcher is the one a search builds; read its Optuna study back
@@ -62,8 +62,8 @@ def test_a_stopped_trial_is_pruned_in_the_study_never_complete():
 
     searcher = make_searcher(design, METRIC, 0, POINTS)
     searcher.set_search_properties(METRIC, "max", SPACE.to_tune("tpe"))
-    for i, (lr, curve) in enumerate([(LOW, TABLE.curves[(LOW, 4, 3)]),
-                                     (HIGH, TABLE.curves[(HIGH, 4, 3)])]):
+    for i, (lr, curve) in enumerate([(LOW, TABLE.curves[(LOW, 4, 3)][0]),
+                                     (HIGH, TABLE.curves[(HIGH, 4, 3)][0])]):
         tid = f"t{i}"
         searcher.suggest(tid)
         last = 4 if lr == LOW else 2
@@ -111,7 +111,8 @@ def test_rungs_match_rays_asha():
 
 
 def test_the_committed_demo_curve_table_replays_with_every_design():
-    """bench/replay.py's inputs stay usable: the measured table loads, every design runs."""
+    """bench/replay.py's inputs stay usable: the measured table loads with its seeds, every
+    design runs within its budget (plus at most one trial that was running) and confirms."""
     import sys
     from pathlib import Path
 
@@ -121,18 +122,21 @@ def test_the_committed_demo_curve_table_replays_with_every_design():
 
     table = CurveTable.from_json(repo / "bench" / "curves" / "demo.json")
     assert len(table.curves) >= 30 and 0 < table.start_cost < 5 and 0 < table.probe_cost < 2
+    assert len(table.seeds) >= 3
+    longest = table.start_cost + 6 * (1 + table.probe_cost)
     space = bench.table_space(repo / "search_spaces" / "demo.yaml", table)
     for design in bench.DESIGNS:
-        run = replay(design, table, space, 30.0, seed=0, points=[bench.RECIPE])
+        run = replay(design, table, space, 60.0, seed=0, points=[bench.RECIPE])
         assert run.trials[0].key == (0.02, 6, 4)  # trial 0 is the recipe
-        assert run.trace and run.trace[-1][0] <= 30.0
+        assert run.trace and run.device <= 60.0 + longest
+        assert run.confirmed and run.returned in table.curves
         assert (design.scheduler == "step-probe") == any(t.probes for t in run.trials)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("design, high_epochs", [
-    (Design("default", "step-probe", "tpe"), 4),
-    (Design("old", "progress-asha", "tpe", grace=0.34, stock_optuna=True), 2),
+    (Design("default", "step-probe", "tpe", confirm=0), 4),
+    (Design("old", "progress-asha", "tpe", grace=0.34, stock_optuna=True, confirm=0), 2),
 ])
 def test_the_replay_decides_as_a_real_tune_run_does(ray_session, tmp_path, design, high_epochs):
     """The replay's loop stands in for Tune's controller: a real `tune.Tuner` over the same

@@ -166,3 +166,24 @@ def test_step_probe_scores_trials_before_their_step_and_optuna_learns_probe_valu
     assert first.value == pytest.approx(epochs[2]["coco/bbox_mAP"])
     for row, trial in zip(rows, study.trials):
         assert (trial.state == TrialState.PRUNED) == (row["status"] == "stopped"), (row, trial)
+
+
+def test_a_time_budget_stops_starting_trials_and_says_why(ray_session, tiny_search, capsys):
+    """--time-budget 2s: the first trial starts (nothing is known yet) and finishes; it takes
+    longer than what is left, so no second trial starts although --num-samples asks for 3;
+    the confirmation no longer fits and is skipped; the search is finished, not interrupted."""
+    cfg, space, storage = tiny_search
+    result = run_search(SearchConfig(
+        config=str(cfg), space=str(space), num_samples=3, storage_path=str(storage),
+        name="budget", scheduler="fifo", time_budget="2s", confirm=1, seeds=1))
+    out = capsys.readouterr().out
+    assert result.status == "finished" and len(result.rows) == 1
+    assert result.rows[0].status == "finished"  # the running trial was not cut
+    budget = json.loads((storage / "budget" / "summary.json").read_text())["time_budget"]
+    assert budget["time_budget"] == "2s" and budget["trials_run"] == 1
+    assert budget["stopped_because"].startswith("time budget: ")
+    assert budget["used_s"] > budget["time_budget_s"]  # ended one trial after the budget
+    assert len(budget["trial_lengths_s"]) == 1 and budget["trial_lengths_s"][0] > 2
+    assert "search stopped after 1 trial(s): time budget" in out
+    assert "the confirmation (about" in out and "skipped" in out
+    assert "confirmation" not in json.loads((storage / "budget" / "summary.json").read_text())
