@@ -299,6 +299,10 @@ def main() -> None:
     ap.add_argument("--json", action="store_true",
                     help="print only the B = 60 summary (designs at K = 1, the default at "
                          "K = 1, 4, 8) as JSON")
+    ap.add_argument("--no-confirm", action="store_true",
+                    help="replay every design without the confirmation (for a table with one "
+                         "seed per config, e.g. demo_long.json: true quality is then the one "
+                         "measured run)")
     ap.add_argument("--out", default=None, help="also write the JSON summary to this file")
     ap.add_argument("--predict", action="store_true",
                     help="what the default predicts for the demo's default time budget and a "
@@ -317,9 +321,12 @@ def main() -> None:
     unknown = [n for n in args.designs if n not in every]
     if unknown:
         sys.exit(f"unknown design(s) {unknown}; --list shows them")
+    if args.no_confirm:
+        every = {n: replace(d, confirm=0) for n, d in every.items()}
     table = CurveTable.from_json(*args.table)
-    table.require_seeds(3, "judging what the pipeline returns (a trial's seed plus 2 fresh "
-                           "seeds for the confirmation)")
+    if not args.no_confirm:
+        table.require_seeds(3, "judging what the pipeline returns (a trial's seed plus 2 fresh "
+                               "seeds for the confirmation; --no-confirm replays without it)")
     recipe_key = table.key_for(json.loads(args.recipe))
     space = table_space(Path(args.space), table)
     best_true, _ = table.true_best()

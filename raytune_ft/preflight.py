@@ -5,6 +5,8 @@ Each failing check raises a `UserError` (exit 2) naming the file or flag and wha
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import copy
 import json
 import os
@@ -216,12 +218,35 @@ def check_points_apply(cfg: Config, hparams_list: list[dict[str, Any]]) -> None:
         apply_hparams(copy.deepcopy(cfg), hparams)
 
 
-def smoke(cfg: Config) -> float:
+@dataclass(frozen=True)
+class SmokeResult:
+    """What the smoke run measured: its whole length, and its training iterations (count and
+    seconds each, forward + backward + step only: what a trial's epochs are made of)."""
+
+    seconds: float
+    iterations: int
+    iteration_seconds: float
+
+
+def smoke(cfg: Config) -> SmokeResult:
     """One real training iteration and one validation batch, in this process, on a copy of the
-    config: catches shape, pipeline and checkpoint errors in seconds. Returns the seconds taken."""
+    config: catches shape, pipeline and checkpoint errors in seconds, and times the iteration
+    (the time budget's estimate of a trial)."""
     import time
 
+    from mmengine.hooks import Hook
     from mmengine.runner import Runner
+
+    class IterationTimer(Hook):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self._start = 0.0
+
+        def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+            self._start = time.perf_counter()
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+            self.times.append(time.perf_counter() - self._start)
 
     from raytune_ft.checkpoints import allow_mmengine_checkpoints
 
@@ -239,9 +264,23 @@ def smoke(cfg: Config) -> float:
     cfg.launcher = "none"
     cfg.resume = False
     allow_mmengine_checkpoints()
+    timer = IterationTimer()
     try:
-        Runner.from_cfg(cfg).train()
+        runner = Runner.from_cfg(cfg)
+        runner.register_hook(timer, priority="VERY_LOW")
+        runner.train()
     except Exception as err:  # noqa: BLE001 - any failure of the real model is the finding
         raise UserError(f"--smoke: one training iteration + one validation batch of the config "
                         f"failed: {type(err).__name__}: {err}") from err
-    return time.time() - started
+    return SmokeResult(time.time() - started, len(timer.times),
+                       sum(timer.times) / max(1, len(timer.times)))
+
+
+def check_time_budget_holds_a_trial(budget_s: float, estimate_s: float, how: str) -> None:
+    """--time-budget shorter than the training of one trial: nothing useful could run."""
+    from raytune_ft.budget import format_duration
+
+    if budget_s < estimate_s:
+        raise UserError(f"--time-budget {format_duration(budget_s)} is shorter than one trial: "
+                        f"preflight estimates about {format_duration(estimate_s)} ({how}). "
+                        "Give the search at least a few trials' worth of time.")

@@ -249,6 +249,7 @@ class ReplayRun:
     device: float = 0.0  # trial-epochs of all slots, confirmation included
     stopped_because: str | None = None
     events: list[tuple[float, str, str]] = field(default_factory=list)  # (wall, call, trial)
+    study: Any = None  # the searcher's Optuna study: what the sampler learned
 
     @property
     def best(self) -> float:
@@ -317,7 +318,7 @@ def replay(design: Design, table: CurveTable, space: SearchSpace, budget: float,
     searcher.set_search_properties(metric, "max", space.to_tune("tpe"))
     rungs = probe_rungs(scheduler)
     clock = TimeBudget(total=budget / slots, slots=slots, confirm_runs=design.confirm_runs)
-    run = ReplayRun(design.name, seed, budget, slots, [], [])
+    run = ReplayRun(design.name, seed, budget, slots, [], [], study=searcher._ot_study)
     running: dict[str, _Running] = {}
     heap: list[tuple[float, int, str]] = []
     now, best, tick = 0.0, -math.inf, 0

@@ -119,7 +119,8 @@ def prepare(config: SearchConfig) -> SearchPlan:
     from raytune_ft.hparams import read_hparams
     from raytune_ft.metrics import default_metric
     from raytune_ft.preflight import (check_annotations, check_load_from, check_load_from_fits,
-                                      check_metric, check_points_apply, smoke)
+                                      check_metric, check_points_apply,
+                                      check_time_budget_holds_a_trial, smoke)
     from raytune_ft.scheduler import probe_spec
     from raytune_ft.space import TrialShape, load_space, recipe_point, to_hparams
     from raytune_ft.testscore import test_annotation
@@ -155,7 +156,16 @@ def prepare(config: SearchConfig) -> SearchPlan:
     points += [{**points[0], **extra} for extra in check_points(config.points, space)]
     check_points_apply(cfg, [to_hparams(p, space, recipe, shape) for p in points])
     if config.smoke:
-        print(f"[raytune_ft] smoke test passed in {smoke(cfg):.1f}s", flush=True)
+        ran = smoke(cfg)
+        print(f"[raytune_ft] smoke test passed in {ran.seconds:.1f}s "
+              f"({ran.iteration_seconds:.2f}s per training iteration)", flush=True)
+        if config.time_budget is not None:
+            epochs = shortest_schedule(space, recipe)
+            check_time_budget_holds_a_trial(
+                config.time_budget_s, ran.iteration_seconds * shape.iters_per_epoch * epochs,
+                f"{shape.iters_per_epoch} iterations per epoch x {epochs} epochs, the shortest "
+                f"schedule, at the smoke run's {ran.iteration_seconds:.2f}s per iteration; "
+                "validation and start-up not counted")
     job = SearchJob(
         cfg=config_to_dict(cfg), space=space, recipe=recipe, shape=shape,
         resources=TrialResources(workers, config.cpus_per_worker, config.gpus_per_worker,
@@ -216,6 +226,14 @@ def check_scheduler_args(config: SearchConfig, cfg) -> None:
         raise UserError(f"--grace {grace:g} with --reduction-factor {config.reduction_factor:g} "
                         "places no rung before the end of a schedule, so nothing would ever "
                         "be stopped; lower --grace or use --scheduler fifo.")
+
+
+def shortest_schedule(space, recipe: dict[str, Any]) -> int:
+    """The fewest epochs a trial of this space can train."""
+    param = space.params.get("max_epochs")
+    if param is None:
+        return int(recipe.get("max_epochs", 1))
+    return int(min(param.values) if param.type == "choice" else param.low)
 
 
 def check_points(points, space) -> list[dict[str, Any]]:
@@ -375,12 +393,14 @@ def run_search(config: SearchConfig) -> SearchResult:
     if budget:
         print(f"[raytune_ft] search stopped after {len(statuses)} trial(s): "
               f"{budget['stopped_because']}", flush=True)
-    if status == "finished" and config.confirm and not confirmation_fits(plan, started):
+    confirm = status == "finished" and config.confirm > 0
+    if confirm and not confirmation_fits(plan, started):
         print(f"[raytune_ft] the confirmation (about "
               f"{format_duration(budget.get('confirmation_reserve_s') or 0)}) no longer fits in "
               f"--time-budget {config.time_budget}: skipped; run it later with python -m "
               f"raytune_ft.confirm {plan.experiment.path}", flush=True)
-    elif status == "finished" and config.confirm:
+        confirm = False
+    if confirm:
         finished = sum(1 for r in rows if r.status == "finished")
         if finished < config.confirm:
             print(f"[raytune_ft] --confirm {config.confirm}: only {finished} trial(s) ran their "
@@ -388,7 +408,7 @@ def run_search(config: SearchConfig) -> SearchResult:
         if finished:
             summary = confirm_and_rewrite(plan, rows, min(config.confirm, finished),
                                           config.seeds) or summary
-    if status == "finished" and (not config.confirm or not confirmation_fits(plan, started)):
+    elif status == "finished":
         summary = score_and_rewrite(plan, rows, None) or summary
     if budget:
         summary = record_budget(plan, summary, budget, started)

@@ -48,19 +48,31 @@ def _drop(path: list[str]):
     return edit
 
 
-@pytest.mark.parametrize("edit", [
-    lambda c: c["available_node_types"]["gpu_worker"].update(max_workers="eight"),
-    _drop(["available_node_types", "gpu_worker", "node_config"]),
-    _drop(["available_node_types", "gpu_worker", "resources"]),
-    lambda c: c["provider"].update(type="no-such-cloud"),
-    lambda c: c.update(head_node_type="not_a_node_type"),
-    lambda c: c.update(unknown_top_level_key=1),
+def _schema_error():
+    import jsonschema
+
+    return jsonschema.ValidationError
+
+
+@pytest.mark.parametrize("edit, error, message", [
+    (lambda c: c["available_node_types"]["gpu_worker"].update(max_workers="eight"),
+     _schema_error, "'eight' is not of type 'integer'"),
+    (_drop(["available_node_types", "gpu_worker", "node_config"]),
+     _schema_error, "'node_config' is a required property"),
+    (_drop(["available_node_types", "gpu_worker", "resources"]),
+     _schema_error, "'resources' is a required property"),
+    (lambda c: c["provider"].update(type="no-such-cloud"),
+     lambda: NotImplementedError, "Unsupported node provider: no-such-cloud"),
+    (lambda c: c.update(head_node_type="not_a_node_type"),
+     lambda: ValueError, "`head_node_type` must be one of `available_node_types`"),
+    (lambda c: c.update(unknown_top_level_key=1),
+     _schema_error, "'unknown_top_level_key' was unexpected"),
 ], ids=["wrong-type", "no-node-config", "no-resources", "unknown-provider", "bad-head-type",
         "unknown-key"])
-def test_broken_cluster_yaml_is_rejected(edit):
+def test_broken_cluster_yaml_is_rejected(edit, error, message):
     cfg = cluster_yaml()
     edit(cfg)
-    with pytest.raises(Exception):  # noqa: B017 - jsonschema/ValueError/NotImplementedError
+    with pytest.raises(error(), match=re.escape(message)):
         ray_check(cfg)
 
 

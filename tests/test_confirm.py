@@ -76,6 +76,25 @@ def test_a_config_missing_a_seed_cannot_win():
     assert conf.winner is recipe
 
 
+def test_mode_min_ranks_picks_and_compares_the_other_way():
+    """--mode min (a loss): the lowest values are the best candidates, the lowest confirmed
+    mean wins, its lowest run is the one kept, and beating the recipe means below it."""
+    search = [row("rec", 0, 0.50), row("low", 1, 0.20), row("mid", 2, 0.30), row("hi", 3, 0.90)]
+    picked = pick_candidates(search, 2, "min")
+    assert [(c.source_trial, c.role) for c in picked] == [
+        ("low", "best #1"), ("mid", "best #2"), ("rec", "recipe")]
+    conf = Confirmation([1, 2], picked, "min")
+    seeds = {"low": (0.25, 0.27), "mid": (0.23, 0.22), "rec": (0.50, 0.52)}
+    for c in conf.candidates:
+        c.rows = [row(f"{c.source_trial}{s}", 0, v, phase="confirm", seed=s,
+                      source=c.source_trial) for s, v in zip((1, 2), seeds[c.source_trial])]
+    score(conf)
+    assert conf.winner.source_trial == "mid"
+    assert conf.best_run(conf.winner).trial_id == "mid2"  # 0.22, the lower of its two runs
+    assert conf.beats_recipe(conf.winner)  # -0.27 and -0.30: the interval lies below 0
+    assert not Confirmation(conf.seeds, conf.candidates, "max").beats_recipe(conf.winner)
+
+
 SPACE = """
 params:
   lr:         {type: loguniform, low: 1.0e-3, high: 2.0e-2}
@@ -133,7 +152,24 @@ def test_search_then_confirmation_over_seeds(ray_session, tmp_path, tiny_data, t
     test = summary["test_score"]
     assert test["test_annotation"].endswith("annotations/test.json")
     assert test["winner"] == pytest.approx(max(t["best_metric"] for t in winner_runs), abs=1e-4)
-    assert test["recipe"] is not None
+    # the recipe's test score is the test value of its own best confirmation run (test = val)
+    recipe_runs = [t for t in trials if t["phase"] == "confirm" and t["source_trial"] == recipe]
+    assert test["recipe"] == pytest.approx(max(t["best_metric"] for t in recipe_runs), abs=1e-4)
+    # TensorBoard HParams once per search trial, although results were rewritten after the
+    # confirmation and the test score
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for r in result.rows:
+        tb = exp / "trials" / f"trial_{r.trial_id}" / "tensorboard"
+        with_hparams = 0
+        for events in tb.glob("events.out.tfevents.*"):
+            acc = EventAccumulator(str(events))
+            acc.Reload()
+            try:
+                with_hparams += bool(acc.PluginTagToContent("hparams"))
+            except KeyError:  # an event file without HParams (the curves)
+                pass
+        assert with_hparams == 1, (r.trial_id, sorted(p.name for p in tb.iterdir()))
     assert (exp / "report.html").stat().st_size > 1_000_000  # written at the end of the search
 
     # later, from the command line: bad requests exit 2 naming what is wrong

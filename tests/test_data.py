@@ -70,7 +70,9 @@ def test_kitti_converts_to_coco_with_a_seeded_split(tmp_path):
     _, anns = by_file["000001.png"]
     assert [a["bbox"] for _, a in anns] == [[20.5, 10.0, 10.0, 35.0], [40.0, 8.0, 15.0, 32.0]]
     # Images are linked, not copied, into OUT so OUT is a data_root.
-    assert (out / "training" / "image_2" / "000004.png").is_file()
+    linked = out / "training" / "image_2"
+    assert linked.is_symlink() and linked.resolve() == (src / "training" / "image_2").resolve()
+    assert (linked / "000004.png").is_file()
 
     # Same seed -> same split; the split is documented as seeded, not arbitrary.
     again = tmp_path / "again"
@@ -221,6 +223,8 @@ def test_voc_converts_to_coco_with_difficult_as_crowd(tmp_path):
     assert [(a["category_id"], a["bbox"], a["iscrowd"]) for a in first] == [
         (2, [0.0, 0.0, 29.0, 19.0], 0), (3, [9.0, 4.0, 50.0, 42.0], 1)]
     assert len(val["images"]) == 1 and val["annotations"][0]["category_id"] == 3
+    assert (out / "JPEGImages").is_symlink()
+    assert (out / "JPEGImages").resolve() == (src / "JPEGImages").resolve()
     assert (out / "JPEGImages" / "2012_000002.jpg").is_file()
 
 

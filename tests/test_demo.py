@@ -77,6 +77,17 @@ def test_shortened_demo_search_end_to_end(ray_session, tmp_path, capsys):
     summary = json.loads((exp / "summary.json").read_text())
     assert summary["best_metric"] == max(float(r["best coco/bbox_mAP"]) for r in rows)
     assert summary["trials"] == 2 and summary["device"] == "CPU"
-    assert (exp / "best_config.py").is_file() and (exp / "best_checkpoint.pth").is_file()
-    assert list(exp.rglob("events.out.tfevents.*"))
+    from mmengine.config import Config
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    best_cfg = Config.fromfile(str(exp / "best_config.py"))
+    assert best_cfg.optim_wrapper.optimizer.lr == pytest.approx(summary["best_hparams"]["lr"])
+    import torch
+
+    ckpt = torch.load(exp / "best_checkpoint.pth", map_location="cpu", weights_only=False)
+    assert any(k.startswith("roi_head.bbox_head") for k in ckpt["state_dict"])
+    for r in rows:  # per-trial TensorBoard curves, keyed by epoch
+        acc = EventAccumulator(str(exp / "trials" / f"trial_{r['trial_id']}" / "tensorboard"))
+        acc.Reload()
+        assert [e.step for e in acc.Scalars("coco/bbox_mAP")] == [1, 2], r["trial_id"]
     assert "tensorboard --logdir" in out and "best_config.py" in out

@@ -21,7 +21,10 @@ def test_public_api_is_exported():
     for name in raytune_ft.__all__:
         assert getattr(raytune_ft, name) is not None, name
     assert raytune_ft.SearchConfig is SearchConfig
-    assert callable(raytune_ft.run_search) and callable(raytune_ft.run_train)
+    import inspect
+
+    assert list(inspect.signature(raytune_ft.run_search).parameters) == ["config"]
+    assert list(inspect.signature(raytune_ft.run_train).parameters) == ["config"]
     assert "Example" in raytune_ft.run_search.__doc__ and "Args" in raytune_ft.run_search.__doc__
 
 

@@ -150,10 +150,14 @@ def test_search_flags_the_rule_cannot_honour(ray_session, setup, capsys, extra_c
 
 
 def test_impossible_resources_say_what_the_cluster_has(ray_session, setup, capsys):
-    rc, err = run_check(setup, capsys, "", "--gpus-per-worker", "1")
-    assert rc == 2 and "0 GPU in total" in err, err
-    rc, err = run_check(setup, capsys, "", "--cpus-per-worker", "64")
-    assert rc == 2 and "CPU" in err, err
+    """Asks for one GPU / CPU more than this Ray cluster has (0 GPU here, N on a GPU machine)."""
+    have = ray_session.cluster_resources()
+    gpus, cpus = have.get("GPU", 0.0), have["CPU"]
+    rc, err = run_check(setup, capsys, "", "--gpus-per-worker", f"{gpus + 1:g}")
+    assert rc == 2 and f"{gpus:g} GPU in total" in err, err
+    assert "1 worker(s) x (" in err and f"{gpus + 1:g} GPU)" in err, err
+    rc, err = run_check(setup, capsys, "", "--cpus-per-worker", f"{cpus + 1:g}")
+    assert rc == 2 and f"{cpus:g} CPU and {gpus:g} GPU in total" in err, err
 
 
 def test_storage_not_writable(ray_session, setup, capsys):
@@ -170,11 +174,15 @@ def test_metric_the_evaluator_does_not_produce(ray_session, setup, capsys):
     assert rc == 2 and "coco/segm_mAP" in err and "coco/bbox_mAP_50" in err, err
 
 
-def test_smoke_runs_the_model_and_catches_a_broken_pipeline(ray_session, setup, capsys):
-    started = time.time()
+def test_smoke_runs_exactly_one_iteration_and_catches_a_broken_pipeline(ray_session, setup,
+                                                                      capsys):
+    from raytune_ft.config import load_config
+    from raytune_ft.preflight import smoke
+
     rc, err = run_check(setup, capsys, "", "--smoke")
     assert rc == 0, err
-    assert time.time() - started < 120
+    ran = smoke(load_config(str(setup[2] / "cfg.py"), {}))  # the config the check just passed
+    assert ran.iterations == 1 and 0 < ran.iteration_seconds <= ran.seconds
     # a head that does not match the neck's channels: a shape error only a forward pass finds
     rc, err = run_check(setup, capsys, "model = dict(roi_head=dict(bbox_head=dict("
                         "in_channels=32)))", "--smoke")
@@ -186,3 +194,18 @@ def test_the_demo_passes_preflight(ray_session, capsys, tmp_path):
     rc = search_main(["--check-only", "--storage-path", str(tmp_path)])
     assert rc == 0, capsys.readouterr().err
     print(f"demo preflight took {time.time() - started:.1f}s")
+
+
+def test_a_time_budget_shorter_than_one_trial_is_refused_with_the_estimate(ray_session, setup,
+                                                                          capsys):
+    rc, err = run_check(setup, capsys, "", "--smoke", "--time-budget", "1s")
+    assert rc == 2 and "--time-budget 1s is shorter than one trial" in err, err
+    assert "iterations per epoch x 2 epochs" in err and "per iteration" in err, err
+    rc, err = run_check(setup, capsys, "", "--smoke", "--time-budget", "2h")
+    assert rc == 0, err
+
+
+@pytest.mark.parametrize("bad", ["0", "-5m", "abc"])
+def test_a_bad_time_budget_exits_2_naming_the_flag(bad, capsys):
+    rc = search_main(["--check-only", "--time-budget", bad])
+    assert rc == 2 and "--time-budget" in capsys.readouterr().err

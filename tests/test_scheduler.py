@@ -54,31 +54,17 @@ def test_step_after_judges_only_post_step_values():
 
 
 def test_a_stopped_trial_is_pruned_in_the_study_never_complete():
+    """What the replay's own searcher told Optuna: the finished trial COMPLETE with its final
+    value, the trial stopped before its step PRUNED, its pre-step 0.03 never a result."""
     design = Design("old_rule_new_searcher", "progress-asha", "tpe", grace=0.34, confirm=0)
     run, trials = fates(design)
-    assert not trials[HIGH].finished
-    # the replay's searcher is the one a search builds; read its Optuna study back
-    from raytune_ft.replay import make_searcher
-
-    searcher = make_searcher(design, METRIC, 0, POINTS)
-    searcher.set_search_properties(METRIC, "max", SPACE.to_tune("tpe"))
-    for i, (lr, curve) in enumerate([(LOW, TABLE.curves[(LOW, 4, 3)][0]),
-                                     (HIGH, TABLE.curves[(HIGH, 4, 3)][0])]):
-        tid = f"t{i}"
-        searcher.suggest(tid)
-        last = 4 if lr == LOW else 2
-        result = {}
-        for epoch in range(1, last + 1):
-            result = {METRIC: curve.values[epoch - 1], "epoch": epoch, "max_epochs": 4,
-                      "lr_step_epoch": 3, "diverged": 0.0}
-            if epoch < last:
-                searcher.on_trial_result(tid, result)
-        searcher.on_trial_complete(tid, result=result)
-    study: optuna.Study = searcher._ot_study
-    states = [t.state for t in study.trials]
+    assert trials[LOW].finished and not trials[HIGH].finished
+    study: optuna.Study = run.study
+    states = [t.state for t in study.trials[:2]]
     assert states == [TrialState.COMPLETE, TrialState.PRUNED]
     assert study.trials[0].value == pytest.approx(0.07)
-    assert study.trials[1].value is None  # the pre-step 0.03 was never told as a result
+    assert study.trials[1].value is None
+    assert 0.03 not in study.trials[1].intermediate_values.values()
 
 
 def test_stock_optuna_search_learns_the_truncated_value_as_complete():

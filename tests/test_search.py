@@ -80,7 +80,26 @@ def test_search_outputs_agree_and_best_config_retrains(ray_session, tiny_search,
     assert best_cfg.train_cfg.max_epochs == hp["max_epochs"]
     assert find_scheduler(best_cfg, "MultiStepLR").milestones == hp["milestones"]
     assert "_base_" not in (exp / "best_config.py").read_text()
-    assert (exp / "best_checkpoint.pth").stat().st_size > 0
+    # best_checkpoint.pth is the best trial's kept checkpoint of its best epoch, tensor for tensor
+    import torch
+
+    best_row = next(r for r in rows if r["trial_id"] == summary["best_trial"])
+    trial_dir = exp / "trials" / f"trial_{summary['best_trial']}"
+    kept = [d for d in trial_dir.glob("checkpoint_*")
+            if json.loads((d / "meta.json").read_text())["epoch"] == int(best_row["best_epoch"])]
+    assert len(kept) == 1, list(trial_dir.glob("checkpoint_*"))
+    exported = torch.load(exp / "best_checkpoint.pth", map_location="cpu", weights_only=False)
+    original = torch.load(kept[0] / "checkpoint.pth", map_location="cpu", weights_only=False)
+    assert exported["state_dict"].keys() == original["state_dict"].keys()
+    assert all(torch.equal(exported["state_dict"][k], v) for k, v in original["state_dict"].items())
+    # and best_config.py retrains as it is: its own schedule, lr and classes
+    from raytune_ft import TrainConfig, run_train
+
+    retrained = run_train(TrainConfig(config=str(exp / "best_config.py"),
+                                      work_dir=str(storage / "retrain"), name="again"))
+    assert [r["epoch"] for r in retrained.records] == list(range(1, hp["max_epochs"] + 1))
+    assert all("coco/bbox_mAP" in r for r in retrained.records)
+    assert retrained.checkpoint is not None
     # the Optuna study is persisted and readable with Optuna's own tools
     study = optuna.load_study(study_name="s3", storage=f"sqlite:///{exp}/optuna.db")
     assert len(study.trials) == 3

@@ -82,8 +82,22 @@ def test_cli_refuses_a_broken_space_with_exit_2_before_ray(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "search_spaces").glob("*.yaml")))
 def test_shipped_spaces_load(name):
+    """Every shipped space names engine hyper-parameters and samples inside its own bounds."""
+    import random
+
+    from raytune_ft.hparams import HPARAMS
+
     space = load_space(REPO / "search_spaces" / name)
-    assert space.params
+    assert space.params and set(space.params) <= set(HPARAMS) | {"step_frac"}
+    rng = random.Random(0)
+    for _ in range(20):
+        point = space.sample(rng)
+        assert set(point) == set(space.params)
+        for key, param in space.params.items():
+            if param.type == "choice":
+                assert point[key] in param.values, (key, point[key])
+            else:
+                assert param.low <= point[key] <= param.high, (key, point[key])
 
 
 def test_constraints_hold_for_1000_sampled_points():

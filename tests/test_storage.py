@@ -157,14 +157,19 @@ def test_search_on_s3_survives_a_driver_kill(s3_server, tmp_path, tiny_data, tin
                             stderr=subprocess.STDOUT, start_new_session=True)
     trials = "exps/r/trials"
     deadline = time.time() + 400
+    done_before: dict[str, list] = {}
+    interrupted = None
     while time.time() < deadline and proc.poll() is None:  # one trial done, one under way
         runs = {k.split("/")[3] for k in bucket_keys(trials + "/") if k.count("/") >= 4}
-        epochs = {run: [m["epoch"] for m in bucket_records(f"{trials}/{run}")] for run in runs}
-        if any(e[-1:] == [3] for e in epochs.values()) and \
-                any(e and e[-1] < 3 for e in epochs.values()):
+        records = {run: bucket_records(f"{trials}/{run}") for run in runs}
+        finished = {r: m for r, m in records.items() if m and m[-1]["epoch"] == 3}
+        running = [r for r, m in records.items() if m and m[-1]["epoch"] < 3]
+        if finished and running:
+            done_before, interrupted = finished, running[0]
             break
         time.sleep(1)
-    assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+    # killed mid-search: a trial finished, another with committed epochs still running
+    assert interrupted and proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     time.sleep(2)
@@ -181,6 +186,13 @@ def test_search_on_s3_survives_a_driver_kill(s3_server, tmp_path, tiny_data, tin
         prefix = f"{trials}/trial_{row['trial_id']}"
         assert [m["epoch"] for m in bucket_records(prefix)] == [1, 2, 3]
         assert any("/tensorboard/events.out.tfevents" in k for k in bucket_keys(prefix))
+    for run, records in done_before.items():  # finished trials were not re-run
+        assert bucket_records(f"{trials}/{run}") == records, run
+    after = bucket_records(f"{trials}/{interrupted}")  # the interrupted one resumed, not redone
+    killed_run = [m for m in after if m["resumed"] == 0]
+    continued = after[len(killed_run):]
+    assert killed_run and continued and all(
+        m["resumed"] == 1 and m["start_epoch"] == len(killed_run) + 1 for m in continued), after
     summary = json.loads(bucket_bytes("exps/r/summary.json"))
     assert summary["by_status"] == {"finished": 3}
     assert summary["best_config"] == f"s3://{BUCKET}/exps/r/best_config.py"
