@@ -175,8 +175,8 @@ def table_facts(table: CurveTable) -> list[str]:
 
 
 def run_design(design: Design, table: CurveTable, space: SearchSpace, budget: float,
-               seeds: range, slots: int = 1) -> list:
-    return [replay(design, table, space, budget, seed, points=[RECIPE], slots=slots)
+               seeds: range, slots: int = 1, recipe: dict | None = None) -> list:
+    return [replay(design, table, space, budget, seed, points=[recipe or RECIPE], slots=slots)
             for seed in seeds]
 
 
@@ -327,7 +327,8 @@ def main() -> None:
     if not args.no_confirm:
         table.require_seeds(3, "judging what the pipeline returns (a trial's seed plus 2 fresh "
                                "seeds for the confirmation; --no-confirm replays without it)")
-    recipe_key = table.key_for(json.loads(args.recipe))
+    recipe = json.loads(args.recipe)
+    recipe_key = table.key_for(recipe)
     space = table_space(Path(args.space), table)
     best_true, _ = table.true_best()
     seeds = range(args.first_seed, args.first_seed + args.seeds)
@@ -341,7 +342,7 @@ def main() -> None:
     for slots in ([1] if args.json else args.slots):
         out[slots] = {}
         for name in args.designs:
-            runs = run_design(every[name], table, space, budget, seeds, slots)
+            runs = run_design(every[name], table, space, budget, seeds, slots, recipe)
             out[slots][name] = summarize(runs, table, recipe_key)
             if slots == 1:
                 runs1[name] = runs
@@ -350,8 +351,8 @@ def main() -> None:
     concurrency = {}
     for slots in CONCURRENCY:
         s = (out.get(slots, {}).get("default")
-             or summarize(run_design(every["default"], table, space, budget, seeds, slots),
-                          table, recipe_key))
+             or summarize(run_design(every["default"], table, space, budget, seeds, slots,
+                                     recipe), table, recipe_key))
         concurrency[str(slots)] = {"median_true_quality": s["true_quality"]["median"],
                                    "p_beats_recipe": s["true_quality"]["p_beats_recipe"],
                                    "wall_clock": s["median_wall_clock"]}

@@ -458,13 +458,17 @@ def budget_outcome(plan: SearchPlan, started: float, trials: int) -> dict[str, A
 
 
 def confirmation_fits(plan: SearchPlan, started: float) -> bool:
-    """Without a time budget always; with one, when its expected length still fits."""
+    """Without a time budget always; with one, `TimeBudget.confirmation_fits` on its state."""
+    from raytune_ft.budget import TimeBudget
+
     if plan.config.time_budget is None:
         return True
     state = _budget_state(plan)
-    started_at = state.get("started_at") or started
-    return time.time() - started_at + (state.get("confirmation_reserve_s") or 0.0) \
-        <= plan.config.time_budget_s
+    budget = TimeBudget(plan.config.time_budget_s, slots=plan.config.max_concurrent,
+                        confirm_runs=confirm_runs(plan.config),
+                        trial_lengths=list(state.get("trial_lengths_s") or []),
+                        full_lengths=list(state.get("full_lengths_s") or []))
+    return budget.confirmation_fits(time.time() - (state.get("started_at") or started))
 
 
 def record_budget(plan: SearchPlan, summary: dict[str, Any], budget: dict[str, Any],

@@ -88,6 +88,7 @@ class StepFairOptunaSearch(OptunaSearch):
         return {} if b is None else {
             "time_budget_s": b.total, "started_at": self._budget_started_at,
             "trials_started": len(self._trial_started), "trial_lengths_s": b.trial_lengths,
+            "full_lengths_s": b.full_lengths,
             "average_trial_s": b.average_trial, "confirmation_reserve_s": b.reserve,
             "stopped_because": b.stopped_because}
 

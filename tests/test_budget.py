@@ -54,7 +54,8 @@ def test_the_rule_stops_when_an_average_trial_and_the_confirmation_no_longer_fit
     assert budget.can_start(45, running=0)  # 45 + 15 + 40 = 100
     assert not budget.can_start(46, running=0)
     assert "time budget" in budget.stopped_because and "confirmation" in budget.stopped_because
-    assert budget.confirmation_fits(60) and not budget.confirmation_fits(61)
+    # the confirmation may overrun by one average trial, as the running trials may
+    assert budget.confirmation_fits(60 + 15) and not budget.confirmation_fits(61 + 15)
 
 
 def test_the_reserve_spreads_the_confirmation_over_the_slots():

@@ -207,5 +207,5 @@ def test_a_time_budget_shorter_than_one_trial_is_refused_with_the_estimate(ray_s
 
 @pytest.mark.parametrize("bad", ["0", "-5m", "abc"])
 def test_a_bad_time_budget_exits_2_naming_the_flag(bad, capsys):
-    rc = search_main(["--check-only", "--time-budget", bad])
+    rc = search_main(["--check-only", f"--time-budget={bad}"])  # = : "-5m" is not a flag
     assert rc == 2 and "--time-budget" in capsys.readouterr().err

@@ -66,7 +66,8 @@ def test_the_confirmation_replays_on_unseen_seeds_and_returns_the_steady_config(
 def test_a_confirmation_that_no_longer_fits_is_skipped_as_live():
     design = Design("confirmed", "fifo", "tpe", confirm=1, confirm_seeds=2)
     # two slots, 4.5 of wall-clock: the first wave (both trials) starts before any length is
-    # known; then the 4 confirmation runs (2 waves) no longer fit
+    # known; then the 4 confirmation runs (2 waves, 9.0) no longer fit, even with the slack of
+    # one average trial (4.5 + 9.0 > 4.5 + 4.5)
     run = run_where_lucky_seed_was_seen(design, budget=9.0, slots=2)
     assert not run.confirmed and run.returned == (LUCKY, 4, 3)
     assert run.device == pytest.approx(9.0) and run.wall == pytest.approx(4.5)

@@ -80,18 +80,26 @@ def test_search_outputs_agree_and_best_config_retrains(ray_session, tiny_search,
     assert best_cfg.train_cfg.max_epochs == hp["max_epochs"]
     assert find_scheduler(best_cfg, "MultiStepLR").milestones == hp["milestones"]
     assert "_base_" not in (exp / "best_config.py").read_text()
-    # best_checkpoint.pth is the best trial's kept checkpoint of its best epoch, tensor for tensor
+    # best_checkpoint.pth is, tensor for tensor, a kept checkpoint of the best trial from an
+    # epoch that scored its best value (the tiny model may tie across epochs)
     import torch
 
-    best_row = next(r for r in rows if r["trial_id"] == summary["best_trial"])
+    from raytune_ft.callbacks import read_metrics
+
     trial_dir = exp / "trials" / f"trial_{summary['best_trial']}"
-    kept = [d for d in trial_dir.glob("checkpoint_*")
-            if json.loads((d / "meta.json").read_text())["epoch"] == int(best_row["best_epoch"])]
-    assert len(kept) == 1, list(trial_dir.glob("checkpoint_*"))
+    value = {m["epoch"]: m["coco/bbox_mAP"] for m in read_metrics(str(trial_dir))}
+    best_epochs = [d for d in trial_dir.glob("checkpoint_*") if d.is_dir() and value[
+        json.loads((d / "meta.json").read_text())["epoch"]] == pytest.approx(
+            summary["best_metric"], abs=1e-4)]
+    assert best_epochs, list(trial_dir.glob("checkpoint_*"))
     exported = torch.load(exp / "best_checkpoint.pth", map_location="cpu", weights_only=False)
-    original = torch.load(kept[0] / "checkpoint.pth", map_location="cpu", weights_only=False)
-    assert exported["state_dict"].keys() == original["state_dict"].keys()
-    assert all(torch.equal(exported["state_dict"][k], v) for k, v in original["state_dict"].items())
+
+    def same(path) -> bool:
+        original = torch.load(path / "checkpoint.pth", map_location="cpu", weights_only=False)
+        return exported["state_dict"].keys() == original["state_dict"].keys() and all(
+            torch.equal(exported["state_dict"][k], v) for k, v in original["state_dict"].items())
+
+    assert any(same(d) for d in best_epochs)
     # and best_config.py retrains as it is: its own schedule, lr and classes
     from raytune_ft import TrainConfig, run_train
 
