@@ -3,13 +3,14 @@
 searchers, the confirmation and the time-budget rule, in simulated wall-clock with K trials at
 once, over many seeds, at equal device budgets (slot-epochs).
 
-Designs: `default` (what `python -m raytune_ft.search` runs: step-probe ASHA, TPE, confirmation
-of the best config against the recipe), `step_after` (ASHA judging trials only after their LR
-step), `asha_progress` (the rule as shipped before: raw values at 0.34/0.68 of each schedule,
-Ray's stock OptunaSearch, Optuna's default 10 start-up trials), `asha_progress_now` (the old
-rule with today's searcher), `random_fifo` and `tpe_fifo` (no early stopping). Every design
-confirms as the default does, so they differ only in how they search. Trial 0 is the recipe.
-`--designs` picks others (the variants the defaults were chosen from, `--list`).
+Designs: `default` (what `python -m raytune_ft.search` runs: TPE with 3 start-up trials and
+constant_liar, step-after ASHA, no confirmation), `step_probe` (ASHA ranking pre-step trials on
+an LR-step probe: the default before this replay), `asha_progress` (the rule as shipped before
+step-fairness: raw values at 0.34/0.68 of each schedule, Ray's stock OptunaSearch, Optuna's
+default 10 start-up trials), `asha_progress_now` (the old rule with today's searcher),
+`random_fifo` and `tpe_fifo` (no early stopping). They share the default's confirmation setting,
+so they differ only in how they search. Trial 0 is the recipe. `--designs` picks others (the
+variants the defaults were chosen from: `--list`).
 
 Scores (`raytune_ft.replay.summarize`): the *true quality* of the config the pipeline returns
 (its mean over the table's seeds), its ratio to the best config's true mean, `p_beats_recipe`,
@@ -19,7 +20,7 @@ to reach 95% of the best single run).
 
     .venv/bin/python bench/replay.py                  # tables for B = 60 (+ K = 1, 4, 8), PNG
     .venv/bin/python bench/replay.py --json           # the B = 60 numbers as JSON only
-    .venv/bin/python bench/replay.py --designs default confirm0 tpe_noliar --slots 4
+    .venv/bin/python bench/replay.py --designs default confirm1_seeds2 tpe_noliar --slots 1 4
     .venv/bin/python bench/replay.py --predict        # the demo's default budget, a cluster
 """
 
@@ -42,7 +43,7 @@ from raytune_ft.space import SearchSpace, load_space  # noqa: E402
 
 DESIGNS = [
     Design("default"),
-    Design("step_after", "step-after"),
+    Design("step_probe", "step-probe"),  # the default before the seeded replay
     # the rule as shipped before step-fairness: raw values at 0.34/0.68, Ray's stock
     # OptunaSearch (truncated values told COMPLETE), Optuna's default 10 start-up trials
     Design("asha_progress", "progress-asha", grace=0.34, stock_optuna=True, n_startup_trials=10),
@@ -58,13 +59,14 @@ VARIANTS = [
     Design("tpe_multivariate_noliar", multivariate=True, constant_liar=False),
     Design("default_startup_running", startup_counts_running=True),
     Design("gp", searcher="gp"),
-    Design("random_probe", searcher="random"),
-    Design("confirm0", confirm=0),
+    Design("random_after", searcher="random"),
+    Design("confirm1_seeds2", confirm=1, confirm_seeds=2),  # the default before the replay
     Design("confirm1_seeds1", confirm=1, confirm_seeds=1),
     Design("confirm2_seeds1", confirm=2, confirm_seeds=1),
     Design("confirm2_seeds2", confirm=2, confirm_seeds=2),
-    Design("random_fifo_confirm0", "fifo", "random", confirm=0),
-    Design("tpe_fifo_confirm0", "fifo", "tpe", confirm=0),
+    Design("step_probe_confirm1_seeds2", "step-probe", confirm=1, confirm_seeds=2),
+    Design("random_fifo_confirm1_seeds2", "fifo", "random", confirm=1, confirm_seeds=2),
+    Design("tpe_fifo_confirm1_seeds2", "fifo", "tpe", confirm=1, confirm_seeds=2),
     *[Design(f"default_grace{g:g}", grace=g) for g in (0.25, 0.5)],
 ]
 # What a replay predicts for real budgets (`--predict`). The demo: its default --time-budget at

@@ -282,14 +282,14 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     from raytune_ft.errors import user_errors_exit_2
-    from raytune_ft.options import DEFAULT_CONFIRM, DEFAULT_SEEDS
+    from raytune_ft.options import CONFIRM_CLI_DEFAULT, DEFAULT_SEEDS
 
     parser = argparse.ArgumentParser(prog="python -m raytune_ft.confirm", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiment", help="the search's folder or URI (<storage-path>/<name>)")
-    parser.add_argument("--confirm", type=int, default=DEFAULT_CONFIRM,
+    parser.add_argument("--confirm", type=int, default=CONFIRM_CLI_DEFAULT,
                         help=f"best configs to confirm, besides the recipe (default "
-                             f"{DEFAULT_CONFIRM})")
+                             f"{CONFIRM_CLI_DEFAULT})")
     parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
                         help=f"fresh seeds per config (default {DEFAULT_SEEDS})")
     parser.add_argument("--address", default=None, help="join a running Ray cluster")

@@ -42,8 +42,8 @@ from typing import Any
 
 from raytune_ft.budget import TimeBudget
 from raytune_ft.errors import UserError
-from raytune_ft.options import (DEFAULT_CONFIRM, DEFAULT_GRACE, DEFAULT_SEEDS, TPE_CONSTANT_LIAR,
-                                TPE_MULTIVARIATE, TPE_STARTUP_TRIALS)
+from raytune_ft.options import (DEFAULT_CONFIRM, DEFAULT_GRACE, DEFAULT_SCHEDULER, DEFAULT_SEEDS,
+                                TPE_CONSTANT_LIAR, TPE_MULTIVARIATE, TPE_STARTUP_TRIALS)
 from raytune_ft.probe import PROBE_PREFIX, probe_epochs
 from raytune_ft.space import SearchSpace, step_epoch
 
@@ -201,7 +201,7 @@ class Design:
     """
 
     name: str
-    scheduler: str = "step-probe"  # step-probe | step-after | progress-asha | fifo
+    scheduler: str = DEFAULT_SCHEDULER  # step-after | step-probe | progress-asha | fifo
     searcher: str = "tpe"  # tpe | random | gp (Optuna samplers)
     grace: float = DEFAULT_GRACE
     reduction_factor: float = 2.0

@@ -135,10 +135,13 @@ def test_space_names_a_hparam_the_config_cannot_take(ray_session, setup, capsys)
 
 @pytest.mark.parametrize("extra_cfg, flags, needles", [
     ("param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, "
-     "end=4)]", [], ["--scheduler step-probe", "no MultiStepLR"]),
+     "end=4)]", ["--scheduler", "step-probe"], ["--scheduler step-probe", "no MultiStepLR"]),
+    ("param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, "
+     "end=4)]", [], ["--scheduler step-after", "no MultiStepLR"]),  # the default
     ("", ["--grace", "1.5"], ["--grace", "(0, 1)"]),
     ("", ["--reduction-factor", "1"], ["--reduction-factor", "> 1"]),
-    ("", ["--metric", "train_loss"], ["step-probe", "train_loss", "probe"]),
+    ("", ["--metric", "train_loss", "--scheduler", "step-probe"],
+     ["step-probe", "train_loss", "probe"]),
     ("", ["--probe-length", "0"], ["--probe-length"]),
     ("", ["--num-samples", "0"], ["--num-samples", "got 0"]),
     ("", ["--startup-trials", "0"], ["--startup-trials"]),

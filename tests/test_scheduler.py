@@ -98,7 +98,8 @@ def test_rungs_match_rays_asha():
 
 def test_the_committed_demo_curve_table_replays_with_every_design():
     """bench/replay.py's inputs stay usable: the measured table loads with its seeds, every
-    design runs within its budget (plus at most one trial that was running) and confirms."""
+    design runs within its budget (plus at most one trial that was running) and returns a
+    measured config; one that confirms does so on the table's seeds."""
     import sys
     from pathlib import Path
 
@@ -111,11 +112,12 @@ def test_the_committed_demo_curve_table_replays_with_every_design():
     assert len(table.seeds) >= 3
     longest = table.start_cost + 6 * (1 + table.probe_cost)
     space = bench.table_space(repo / "search_spaces" / "demo.yaml", table)
-    for design in bench.DESIGNS:
+    confirming = next(d for d in bench.VARIANTS if d.name == "confirm1_seeds2")
+    for design in [*bench.DESIGNS, confirming]:
         run = replay(design, table, space, 60.0, seed=0, points=[bench.RECIPE])
         assert run.trials[0].key == (0.02, 6, 4)  # trial 0 is the recipe
         assert run.trace and run.device <= 60.0 + longest
-        assert run.confirmed and run.returned in table.curves
+        assert run.returned in table.curves and run.confirmed == bool(design.confirm)
         assert (design.scheduler == "step-probe") == any(t.probes for t in run.trials)
 
 

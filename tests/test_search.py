@@ -173,8 +173,8 @@ def test_step_probe_scores_trials_before_their_step_and_optuna_learns_probe_valu
     cfg, space, storage = tiny_search
     rc = search_main(["--config", str(cfg), "--space", str(space), "--num-samples", "2",
                       "--storage-path", str(storage), "--name", "probe", "--seed", "3",
-                      "--confirm", "0"])
-    assert rc == 0  # the default scheduler: step-probe
+                      "--confirm", "0", "--scheduler", "step-probe"])
+    assert rc == 0
     exp = storage / "probe"
     rows = read_rows(exp)
     trial0 = rows[0]  # the recipe: 3 epochs, LR step after epoch 2; rungs at 1/3, 2/3
