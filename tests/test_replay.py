@@ -9,14 +9,8 @@ import pytest
 
 from raytune_ft.errors import UserError
 from raytune_ft.replay import Curve, CurveTable, Design, replay, summarize
-from raytune_ft.space import parse_space
+from test_scheduler import METRIC, SPACE  # 4 epochs, the LR step after epoch 3
 
-METRIC = "coco/bbox_mAP"
-SPACE = parse_space({"params": {
-    "lr": {"type": "loguniform", "low": 0.005, "high": 0.08},
-    "max_epochs": {"type": "choice", "values": [4]},
-    "step_frac": {"type": "uniform", "low": 0.7, "high": 0.8},  # the step after epoch 3 of 4
-}})
 STEADY, LUCKY = 0.01, 0.04
 POINTS = [{"lr": STEADY, "max_epochs": 4, "step_frac": 0.75},  # trial 0, "the recipe"
           {"lr": LUCKY, "max_epochs": 4, "step_frac": 0.75}]
