@@ -8,7 +8,7 @@ clock), so what the replay predicts is what the search does:
     average trial is the mean length of the trials that ended so far and the reserve is the
     confirmation's expected length (its full-schedule runs spread over the trial slots).
     Before any trial has ended nothing is known about trial lengths: the first wave (one trial
-    per slot) starts when a preflight estimate says it fits, or without one.
+    per slot) starts.
     Running trials always finish; nothing is cut mid-epoch. The confirmation then runs if it
     ends within the budget plus one average trial (the same slack the running trials have).
 
@@ -65,13 +65,11 @@ class TimeBudget:
         total: the whole budget, confirmation included.
         slots: trials that run at once (`--max-concurrent`).
         confirm_runs: full-schedule runs the confirmation will make ((K + 1) x seeds; 0: none).
-        first_trial_estimate: a preflight estimate of one trial's length, if there is one.
     """
 
     total: float
     slots: int = 1
     confirm_runs: int = 0
-    first_trial_estimate: float | None = None
     trial_lengths: list[float] = field(default_factory=list)  # ended trials
     full_lengths: list[float] = field(default_factory=list)  # ended trials that ran to the end
     stopped_because: str | None = None
@@ -83,9 +81,7 @@ class TimeBudget:
 
     @property
     def average_trial(self) -> float | None:
-        if self.trial_lengths:
-            return statistics.fmean(self.trial_lengths)
-        return self.first_trial_estimate
+        return statistics.fmean(self.trial_lengths) if self.trial_lengths else None
 
     @property
     def reserve(self) -> float:
@@ -93,14 +89,13 @@ class TimeBudget:
         the longest full-schedule trial so far (the candidates run their full schedules)."""
         if not self.confirm_runs:
             return 0.0
-        full = max(self.full_lengths or self.trial_lengths or
-                   [self.first_trial_estimate or 0.0])
+        full = max(self.full_lengths or self.trial_lengths or [0.0])
         return math.ceil(self.confirm_runs / self.slots) * full
 
     def can_start(self, elapsed: float, running: int) -> bool:
         """Whether a new trial may start now (and why not, in `stopped_because`)."""
         average = self.average_trial
-        if average is None:  # nothing has ended, no estimate: the first wave starts
+        if average is None:  # nothing has ended yet: the first wave starts
             return running < self.slots
         if elapsed + average + self.reserve <= self.total:
             return True
