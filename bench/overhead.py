@@ -49,8 +49,8 @@ class BenchIterTimer(Hook):
 
 
 def demo_cfg(epochs: int):
-    from raytune_ft.config import load_config
-    from raytune_ft.demo import DEMO_CONFIG, ensure_demo
+    from raytune_ft.mmconfig.config import load_config
+    from raytune_ft.data.demo import DEMO_CONFIG, ensure_demo
 
     ensure_demo()
     return load_config(DEMO_CONFIG, hparams={"max_epochs": epochs,
@@ -74,18 +74,18 @@ def plain(epochs: int, threads: int) -> tuple[float, float]:
 
 
 def through_ray(epochs: int, threads: int) -> tuple[float, float]:
-    from raytune_ft.callbacks import read_metrics
-    from raytune_ft.trial import TrialResources, TrialSpec, run_trial
+    from raytune_ft.storage import Storage, read_records
+    from raytune_ft.engine.trial import TrialResources, TrialSpec, run_trial
 
     cfg = demo_cfg(epochs)
     spec = TrialSpec(name=f"bench_{time.time_ns()}", storage_path=tempfile.mkdtemp(),
                      resources=TrialResources(workers=1, cpus_per_worker=threads))
     t0 = time.time()
     run_trial(cfg, spec)
-    reports = read_metrics(spec.record_dir())[1:]
+    reports = read_records(Storage.resolve(spec.record_dir()))[1:]
     iters = [r["iters_per_s"] for r in reports]
     # iters_per_s is per epoch; weight by equal epoch lengths (same data every epoch)
-    startup = read_metrics(spec.record_dir())[0]["train_started_at"] - t0
+    startup = read_records(Storage.resolve(spec.record_dir()))[0]["train_started_at"] - t0
     return statistics.fmean(iters), startup
 
 
@@ -95,7 +95,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
-    from raytune_ft.cluster import init_ray
+    from raytune_ft.engine.cluster import init_ray
 
     init_ray(None)  # the same local Ray the train and search commands start
     rows = []

@@ -12,7 +12,7 @@ default 10 start-up trials), `asha_progress_now` (the old rule with today's sear
 so they differ only in how they search. Trial 0 is the recipe. `--designs` picks others (the
 variants the defaults were chosen from: `--list`).
 
-Scores (`raytune_ft.replay.summarize`): the *true quality* of the config the pipeline returns
+Scores (`raytune_ft.pipeline.replay.summarize`): the *true quality* of the config the pipeline returns
 (its mean over the table's seeds), its ratio to the best config's true mean, `p_beats_recipe`,
 wall-clock (epochs of one slot) until the incumbent is within 95% of the best true mean and
 until the pipeline ends; and the seen values the first replay reported (best value seen, epochs
@@ -38,8 +38,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from raytune_ft.replay import CurveTable, Design, replay, summarize  # noqa: E402
-from raytune_ft.space import SearchSpace, load_space  # noqa: E402
+from raytune_ft.pipeline.replay import CurveTable, Design, replay, summarize  # noqa: E402
+from raytune_ft.tuning.space import SearchSpace, load_space  # noqa: E402
 
 DESIGNS = [
     Design("default"),

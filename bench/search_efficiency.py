@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from raytune_ft.search import main as search_main  # noqa: E402
+from raytune_ft.cli.search import main as search_main  # noqa: E402
 
 
 def run(name: str, searcher: str, scheduler: str, args, extra: list[str]) -> dict:

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from raytune_ft import _moved
+
+_moved.install()  # old module paths (pickled in older experiments) import their new modules
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -36,23 +40,23 @@ _WHERE = {
     "Storage": "raytune_ft.storage",
     "SearchConfig": "raytune_ft.options",
     "TrainConfig": "raytune_ft.options",
-    "SearchResult": "raytune_ft.search",
-    "run_search": "raytune_ft.search",
-    "TrainResult": "raytune_ft.train",
-    "run_train": "raytune_ft.train",
-    "TrialResources": "raytune_ft.trial",
-    "TrialSpec": "raytune_ft.trial",
-    "run_trial": "raytune_ft.trial",
+    "SearchResult": "raytune_ft.pipeline.search",
+    "run_search": "raytune_ft.pipeline.search",
+    "TrainResult": "raytune_ft.pipeline.train",
+    "run_train": "raytune_ft.pipeline.train",
+    "TrialResources": "raytune_ft.engine.trial",
+    "TrialSpec": "raytune_ft.engine.trial",
+    "run_trial": "raytune_ft.engine.trial",
     "UserError": "raytune_ft.errors",
 }
 
 if TYPE_CHECKING:
     from raytune_ft.errors import UserError
     from raytune_ft.options import SearchConfig, TrainConfig
-    from raytune_ft.search import SearchResult, run_search
+    from raytune_ft.pipeline.search import SearchResult, run_search
     from raytune_ft.storage import ExperimentStorage, Storage
-    from raytune_ft.train import TrainResult, run_train
-    from raytune_ft.trial import TrialResources, TrialSpec, run_trial
+    from raytune_ft.pipeline.train import TrainResult, run_train
+    from raytune_ft.engine.trial import TrialResources, TrialSpec, run_trial
 
 
 def __getattr__(name: str) -> Any:

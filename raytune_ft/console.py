@@ -11,8 +11,10 @@ KNOWN_NOISE are silenced, never errors.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import warnings
+from collections.abc import Sequence
 
 # Warnings that are known, harmless and repeated in every process: the start of their message
 # (a literal prefix, as PYTHONWARNINGS matches it). All are UserWarnings.
@@ -92,3 +94,17 @@ def epoch_line(name: str, report: dict, metric: str | None) -> str:
     if report.get("diverged"):
         parts.append("DIVERGED (loss NaN/inf)")
     return "  ".join(parts)
+
+
+def metric_text(value: float | None, missing: str = "") -> str:
+    """A metric as every table prints it (4 decimals); `missing` for None or NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return missing
+    return f"{value:.4f}"
+
+
+def columns(head: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    """A header and rows of text, left-aligned in columns two spaces apart."""
+    widths = [max(len(x) for x in col) for col in zip(head, *body)]
+    return "\n".join("  ".join(x.ljust(w) for x, w in zip(line, widths))
+                     for line in [head, *body])

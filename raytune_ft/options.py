@@ -17,7 +17,7 @@ from typing import Any
 
 from raytune_ft.errors import UserError
 
-SCHEDULERS = ("step-probe", "step-after", "progress-asha", "fifo")  # raytune_ft.scheduler
+SCHEDULERS = ("step-probe", "step-after", "progress-asha", "fifo")  # raytune_ft.tuning.scheduler
 SEARCHERS = ("tpe", "random", "grid")
 PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 DEFAULT_GRACE = 1 / 3  # rungs at 1/3 and 2/3 of each schedule (rf 2)
@@ -41,7 +41,7 @@ DEFAULT_TRIALS = 8
 # 0.007 mAP) is small next to the spread of its configs (0.027), and its 4 full runs (1 config +
 # the recipe, 2 seeds) cost half of a 60-epoch budget (true quality 0.066 vs 0.102 without it).
 # `--confirm 1` (2 fresh seeds each, enough for a paired interval) or `python -m
-# raytune_ft.confirm EXP` afterwards gives the verdict when the budget allows.
+# raytune_ft.pipeline.confirm EXP` afterwards gives the verdict when the budget allows.
 DEFAULT_CONFIRM = 0
 CONFIRM_CLI_DEFAULT = 1  # `python -m raytune_ft.confirm EXP`: the best config and the recipe
 DEFAULT_SEEDS = 2
@@ -238,6 +238,11 @@ class SearchConfig(_Common):
         from raytune_ft.budget import parse_duration
 
         return None if self.time_budget is None else parse_duration(self.time_budget)
+
+    @property
+    def confirm_runs(self) -> int:
+        """Full-schedule runs the confirmation makes: (K + recipe) x seeds (0 without one)."""
+        return (self.confirm + 1) * self.seeds if self.confirm else 0
 
     @property
     def resolved_grace(self) -> float:

@@ -34,6 +34,8 @@ from raytune_ft.errors import UserError
 TRIALS_DIR = "trials"  # <experiment>/trials/trial_<id>/: one Ray Train run per Tune trial
 METRICS_FILE = "metrics.jsonl"  # committed epoch reports of a run, one JSON object per line
 TB_DIR = "tensorboard"
+OPTUNA_DB = "optuna.db"  # <experiment>/optuna.db: the Optuna study (TPE's memory)
+BUDGET_RECORD = "budget.json"  # <experiment>/budget.json: the time budget's state, why it stopped
 CACHE_ENV = "RAYTUNE_FT_CACHE"  # where remote experiments are staged (default ~/.cache/raytune_ft)
 CHECK_TIMEOUT_S = 30.0
 SCRATCH_ROOT = "/tmp/raytune_ft"  # node-local work space of runs whose storage is remote

@@ -40,7 +40,7 @@ def ray_session(request):
     first use, again only if a test (the multi-node one) shut it down."""
     import ray
 
-    from raytune_ft.cluster import init_ray
+    from raytune_ft.engine.cluster import init_ray
 
     if not ray.is_initialized():
         init_ray(None)

@@ -88,7 +88,7 @@ def write_table_experiment(root: Path, n_trials: int, name: str = "table", seed:
     import random
 
     from raytune_ft.options import SearchConfig
-    from raytune_ft.results import TrialRow
+    from raytune_ft.experiment.results import TrialRow
 
     table = json.loads((REPO / "bench" / "curves" / "demo.json").read_text())["configs"]
     keys = sorted(table)
@@ -145,3 +145,10 @@ def write_table_experiment(root: Path, n_trials: int, name: str = "table", seed:
     (exp / "summary.json").write_text(json.dumps(summary))
     (exp / "trials.json").write_text(json.dumps([dataclasses.asdict(r) for r in rows]))
     return exp
+
+
+def read_metrics(run_dir) -> list[dict]:
+    """The committed epoch reports (metrics.jsonl) of the run at `run_dir` (folder or URI)."""
+    from raytune_ft.storage import Storage, read_records
+
+    return read_records(Storage.resolve(str(run_dir)))

@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
 
 from raytune_ft import SearchConfig
 from raytune_ft.budget import TimeBudget, format_duration, parse_duration
 from raytune_ft.errors import UserError
-from raytune_ft.space import parse_space
+from raytune_ft.tuning.space import parse_space
 
 METRIC = "coco/bbox_mAP"
 SPACE = parse_space({"params": {"lr": {"type": "loguniform", "low": 0.001, "high": 0.1}}})
@@ -73,12 +72,12 @@ def test_without_lengths_only_the_first_wave_starts():
 def test_the_searcher_stops_suggesting_when_the_budget_is_spent(tmp_path, monkeypatch):
     from ray.tune.search import Searcher
 
-    import raytune_ft.searcher as searcher_mod
-    from raytune_ft.searcher import build_optuna_search, build_sampler
+    import raytune_ft.tuning.searcher as searcher_mod
+    from raytune_ft.tuning.searcher import build_optuna_searcher
 
     now = [1000.0]
     monkeypatch.setattr(searcher_mod.time, "time", lambda: now[0])
-    searcher = build_optuna_search(METRIC, "max", [], build_sampler("random", 0, 1))
+    searcher = build_optuna_searcher("random", 0, 1, METRIC, "max", [])
     searcher.set_search_properties(METRIC, "max", SPACE.to_tune())
     record = tmp_path / "budget.json"
     searcher.set_time_budget(TimeBudget(total=150), started_at=1000.0, record=record)
@@ -93,14 +92,13 @@ def test_the_searcher_stops_suggesting_when_the_budget_is_spent(tmp_path, monkey
 
 def test_the_search_builds_tpe_with_the_chosen_switches_and_its_budget(tmp_path):
     from raytune_ft.options import TPE_CONSTANT_LIAR, TPE_MULTIVARIATE
-    from raytune_ft.search import SearchPlan, build_searcher
     from raytune_ft.storage import ExperimentStorage
+    from raytune_ft.tuning.searcher import build_search_algorithm
 
     config = SearchConfig(num_samples=4, max_concurrent=2, time_budget="1h", confirm=1,
                           seeds=2, name="b")
-    job = SimpleNamespace(metric=METRIC, mode="max",
-                          experiment=ExperimentStorage.create(str(tmp_path), "b"))
-    searcher = build_searcher(SearchPlan(config, job, [{"lr": 0.01}], 8), started_at=5.0)
+    searcher = build_search_algorithm(config, [{"lr": 0.01}], METRIC, "max",
+                                      ExperimentStorage.create(str(tmp_path), "b"), started_at=5.0)
     sampler = searcher._sampler
     assert sampler._constant_liar is TPE_CONSTANT_LIAR is True
     assert sampler._multivariate is TPE_MULTIVARIATE

@@ -7,7 +7,7 @@ from mmengine.runner import Runner
 
 from helpers import write_tiny_config
 from raytune_ft.checkpoints import allow_mmengine_checkpoints, mmengine_checkpoint_globals
-from raytune_ft.config import load_config
+from raytune_ft.mmconfig.config import load_config
 
 EIGHT = ("person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle")
 

@@ -17,7 +17,7 @@ def run(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
 
 
 def test_doctor_passes_on_the_installed_stack():
-    proc = run("raytune_ft.doctor")
+    proc = run("raytune_ft.cli.doctor")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "mmcv compiled ops load" in proc.stdout and "stack OK" in proc.stdout
     for name in ("torch", "mmcv", "mmengine", "mmdet", "ray", "optuna"):

@@ -110,10 +110,10 @@ def three_node_cluster():
 @pytest.mark.slow
 def test_trial_spans_nodes_and_a_search_runs_on_the_cluster(three_node_cluster, tiny_data,
                                                               tiny_pretrained, tmp_path):
-    from raytune_ft.callbacks import read_metrics
-    from raytune_ft.config import load_config
-    from raytune_ft.search import main as search_main
-    from raytune_ft.trial import TrialResources, TrialSpec, run_trial
+    from helpers import read_metrics
+    from raytune_ft.mmconfig.config import load_config
+    from raytune_ft.cli.search import main as search_main
+    from raytune_ft.engine.trial import TrialResources, TrialSpec, run_trial
 
     cluster, worker_nodes = three_node_cluster
     cfg_path = write_tiny_config(tmp_path / "tiny.py", tiny_data, str(tiny_pretrained),

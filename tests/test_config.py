@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from helpers import REPO
-from raytune_ft.config import ConfigError, load_config
+from raytune_ft.mmconfig.config import ConfigError, load_config
 from raytune_ft.errors import UserError
-from raytune_ft.hparams import find_scheduler
-from raytune_ft.legacy import LegacyConfigError
+from raytune_ft.mmconfig.hparams import find_scheduler
+from raytune_ft.mmconfig.legacy import LegacyConfigError
 
 BASES_3X = """
 _base_ = [
@@ -110,7 +110,7 @@ def tutorial_config(folder: Path) -> Path:
 
 
 def test_tutorial_config_pasted_verbatim_reaches_the_data_check(tmp_path, capsys, monkeypatch):
-    from raytune_ft.search import main as search_main
+    from raytune_ft.cli.search import main as search_main
 
     monkeypatch.chdir(tmp_path)  # its data_root data/cityscapes/ does not exist here
     cfg = tutorial_config(tmp_path / "my_configs")

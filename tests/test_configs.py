@@ -11,10 +11,10 @@ import torch
 from mmengine.dataset import Compose
 
 from helpers import REPO
-from raytune_ft.config import dataset_classes, innermost_dataset, load_config
+from raytune_ft.mmconfig.config import dataset_classes, innermost_dataset, load_config
 from raytune_ft.data.__main__ import main as data_main
-from raytune_ft.metrics import default_metric
-from raytune_ft.preflight import check_annotations
+from raytune_ft.mmconfig.metrics import default_metric
+from raytune_ft.mmconfig.preflight import check_annotations
 from test_data import write_cityscapes, write_kitti, write_voc
 
 SHIPPED = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.py")

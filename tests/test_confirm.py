@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from helpers import REPO, write_tiny_config
-from raytune_ft.confirm import Confirmation, paired_interval, pick_candidates, score
+from raytune_ft.experiment.confirmation import Confirmation, paired_interval, pick_candidates, score
 from raytune_ft.errors import UserError
-from raytune_ft.results import TrialRow
+from raytune_ft.experiment.results import TrialRow
 
 
 def row(trial_id: str, order: int, value: float | None, status: str = "finished",

@@ -10,8 +10,8 @@ import re
 import pytest
 from PIL import Image
 
-from raytune_ft.demo import DEMO_IMAGES, build_demo, deepforest_data_dir, read_voc_boxes
-from raytune_ft.search import main as search_main
+from raytune_ft.data.demo import DEMO_IMAGES, build_demo, deepforest_data_dir, read_voc_boxes
+from raytune_ft.cli.search import main as search_main
 
 TILE = re.compile(r"(?P<stem>.+)_r(?P<row>\d+)_c(?P<col>\d+)\.png")
 

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, write_tiny_config
-from raytune_ft.callbacks import read_metrics
-from raytune_ft.search import main as search_main
+from helpers import REPO, read_metrics, write_tiny_config
+from raytune_ft.cli.search import main as search_main
 
 pytestmark = pytest.mark.slow  # Ray searches / training runs (make test-fast skips)
 

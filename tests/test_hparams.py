@@ -6,7 +6,7 @@ import pytest
 from mmengine.config import Config
 
 from helpers import REPO
-from raytune_ft.hparams import HParamError, apply_hparams, find_scheduler, read_hparams
+from raytune_ft.mmconfig.hparams import HParamError, apply_hparams, find_scheduler, read_hparams
 
 
 def schedule_cfg() -> Config:
@@ -69,9 +69,9 @@ def test_warmup_without_a_warmup_scheduler_is_an_error():
 def test_recipe_lr_is_for_the_configs_declared_batch():
     """KITTI's config says lr 0.02 for 16 images (auto_scale_lr.base_batch_size=16): at 1 worker
     x 2 images trial 0 is 0.02 per 16 in the space's terms and runs lr 0.0025."""
-    from raytune_ft.config import load_config
-    from raytune_ft.hparams import read_hparams
-    from raytune_ft.space import TrialShape, load_space, recipe_point, to_hparams
+    from raytune_ft.mmconfig.config import load_config
+    from raytune_ft.mmconfig.hparams import read_hparams
+    from raytune_ft.tuning.space import TrialShape, load_space, recipe_point, to_hparams
 
     cfg = load_config(REPO / "configs/kitti/faster_rcnn_r50_fpn_finetune.py")
     space = load_space(REPO / "search_spaces/kitti.yaml")
@@ -81,7 +81,7 @@ def test_recipe_lr_is_for_the_configs_declared_batch():
     point = recipe_point(space, recipe, shape)
     assert point["lr"] == pytest.approx(0.02)  # was 0.16: 8x the recipe, above the space's max
     assert to_hparams(point, space, recipe, shape)["lr"] == pytest.approx(0.0025)
-    from raytune_ft.space import parse_space
+    from raytune_ft.tuning.space import parse_space
 
     lr_free = parse_space({"params": {"max_epochs": {"type": "choice", "values": [8]}},
                            "base_batch_size": 16})
@@ -89,8 +89,8 @@ def test_recipe_lr_is_for_the_configs_declared_batch():
 
 
 def test_a_config_without_a_declared_batch_keeps_its_lr_at_the_trial_batch():
-    from raytune_ft.hparams import read_hparams
-    from raytune_ft.space import TrialShape, parse_space, recipe_point
+    from raytune_ft.mmconfig.hparams import read_hparams
+    from raytune_ft.tuning.space import TrialShape, parse_space, recipe_point
 
     cfg = Config(dict(optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.02)),
                       train_cfg=dict(max_epochs=4)))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from helpers import write_tiny_config
-from raytune_ft.search import main as search_main
+from raytune_ft.cli.search import main as search_main
 
 SPACE = "params:\n  lr: {type: loguniform, low: 1.0e-3, high: 5.0e-2}\n"
 
@@ -42,6 +42,7 @@ def run_check(setup, capsys, *args, **kwargs) -> tuple[int, str]:
     return rc, capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_valid_config_passes(ray_session, setup, capsys):
     rc, err = run_check(setup, capsys)
     assert not (setup[2] / "exp" / "tuner.pkl").exists()
@@ -52,19 +53,19 @@ def test_valid_config_passes(ray_session, setup, capsys):
     ("model = dict(\n  type='FasterRCNN',\n", "line 1"),
     ("_base_ = ['mmdet::_base_/models/nothing_here.py']\n", "nothing_here"),
 ])
-def test_config_unparseable_or_base_missing(ray_session, setup, capsys, cfg_text, needle):
+def test_config_unparseable_or_base_missing(setup, capsys, cfg_text, needle):
     rc, err = run_check(setup, capsys, cfg_text=cfg_text)
     assert rc == 2 and needle in err and "cfg.py" in err, err
 
 
-def test_held_out_test_annotations_are_checked_too(ray_session, setup, capsys):
+def test_held_out_test_annotations_are_checked_too(setup, capsys):
     held_out = ("test_dataloader = dict(dataset=dict(data_root=data_root, "
                 "ann_file='annotations/test.json'))\n")
     rc, err = run_check(setup, capsys, held_out)
     assert rc == 2 and "test.json' does not exist" in err, err
 
 
-def test_annotation_problems(ray_session, setup, capsys):
+def test_annotation_problems(setup, capsys):
     _, data, _ = setup
     ann = data / "annotations" / "train.json"
     original = ann.read_text()
@@ -83,7 +84,7 @@ def test_annotation_problems(ray_session, setup, capsys):
     assert rc == 2 and "train_000.png" in err and "does not exist" in err, err
 
 
-def test_classes_disagree_with_categories_or_num_classes(ray_session, setup, capsys):
+def test_classes_disagree_with_categories_or_num_classes(setup, capsys):
     rc, err = run_check(setup, capsys, "metainfo = dict(classes=('tree', 'car'))\n"
                         "train_dataloader = dict(dataset=dict(metainfo=metainfo))")
     assert rc == 2 and "'car'" in err and "missing" in err, err
@@ -91,16 +92,16 @@ def test_classes_disagree_with_categories_or_num_classes(ray_session, setup, cap
     assert rc == 2 and "num_classes=5" in err and "2 classes" in err, err
 
 
-def test_load_from_missing_or_unfetchable(ray_session, setup, capsys, monkeypatch, tmp_path):
+def test_load_from_missing_or_unfetchable(setup, capsys, monkeypatch, tmp_path):
     rc, err = run_check(setup, capsys, load_from=str(tmp_path / "nope.pth"))
     assert rc == 2 and "nope.pth' does not exist" in err, err
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.setenv("RAYTUNE_FT_OFFLINE", "1")
-    rc, err = run_check(setup, capsys, load_from="https://download.openmmlab.com/x/model.pth")
+    # port 9 (discard) on this host refuses the connection at once: an unreachable model zoo
+    rc, err = run_check(setup, capsys, load_from="http://127.0.0.1:9/x/model.pth")
     assert rc == 2 and "cannot be fetched" in err and "torch_home/hub/checkpoints/model.pth" in err
 
 
-def test_corrupt_load_from_is_named_without_unsafe_advice(ray_session, setup, capsys, tmp_path,
+def test_corrupt_load_from_is_named_without_unsafe_advice(setup, capsys, tmp_path,
                                                          tiny_pretrained):
     noise = tmp_path / "noise.pth"
     noise.write_bytes(bytes(range(256)) * 20)
@@ -112,7 +113,7 @@ def test_corrupt_load_from_is_named_without_unsafe_advice(ray_session, setup, ca
         assert "weights_only" not in err and "Traceback" not in err
 
 
-def test_load_from_that_does_not_fit_the_backbone(ray_session, setup, capsys, tiny_pretrained,
+def test_load_from_that_does_not_fit_the_backbone(setup, capsys, tiny_pretrained,
                                                   tmp_path):
     """The failure mode of a wrong key conversion: mmengine would only log it."""
     import torch
@@ -125,7 +126,7 @@ def test_load_from_that_does_not_fit_the_backbone(ray_session, setup, capsys, ti
     assert rc == 2 and "renamed.pth' fills only" in err and "depthwise_conv" in err, err
 
 
-def test_space_names_a_hparam_the_config_cannot_take(ray_session, setup, capsys):
+def test_space_names_a_hparam_the_config_cannot_take(setup, capsys):
     _, _, tmp = setup
     (tmp / "space.yaml").write_text("params:\n  warmup_iters: {type: int, low: 0, high: 10}\n")
     rc, err = run_check(setup, capsys, "param_scheduler = [dict(type='MultiStepLR', by_epoch=True,"
@@ -146,12 +147,13 @@ def test_space_names_a_hparam_the_config_cannot_take(ray_session, setup, capsys)
     ("", ["--num-samples", "0"], ["--num-samples", "got 0"]),
     ("", ["--startup-trials", "0"], ["--startup-trials"]),
 ])
-def test_search_flags_the_rule_cannot_honour(ray_session, setup, capsys, extra_cfg, flags,
+def test_search_flags_the_rule_cannot_honour(setup, capsys, extra_cfg, flags,
                                                 needles):
     rc, err = run_check(setup, capsys, extra_cfg, *flags)
     assert rc == 2 and all(n in err for n in needles), err
 
 
+@pytest.mark.slow
 def test_impossible_resources_say_what_the_cluster_has(ray_session, setup, capsys):
     """Asks for one GPU / CPU more than this Ray cluster has (0 GPU here, N on a GPU machine)."""
     have = ray_session.cluster_resources()
@@ -163,7 +165,7 @@ def test_impossible_resources_say_what_the_cluster_has(ray_session, setup, capsy
     assert rc == 2 and f"{cpus:g} CPU and {gpus:g} GPU in total" in err, err
 
 
-def test_storage_not_writable(ray_session, setup, capsys):
+def test_storage_not_writable(setup, capsys):
     tmp = setup[2]
     blocker = tmp / "a_file"
     blocker.write_text("")
@@ -172,15 +174,16 @@ def test_storage_not_writable(ray_session, setup, capsys):
     assert rc == 2 and "is not writable" in err, err
 
 
-def test_metric_the_evaluator_does_not_produce(ray_session, setup, capsys):
+def test_metric_the_evaluator_does_not_produce(setup, capsys):
     rc, err = run_check(setup, capsys, "", "--metric", "coco/segm_mAP")
     assert rc == 2 and "coco/segm_mAP" in err and "coco/bbox_mAP_50" in err, err
 
 
+@pytest.mark.slow
 def test_smoke_runs_exactly_one_iteration_and_catches_a_broken_pipeline(ray_session, setup,
                                                                       capsys):
-    from raytune_ft.config import load_config
-    from raytune_ft.preflight import smoke
+    from raytune_ft.mmconfig.config import load_config
+    from raytune_ft.mmconfig.preflight import smoke
 
     rc, err = run_check(setup, capsys, "", "--smoke")
     assert rc == 0, err
@@ -192,6 +195,7 @@ def test_smoke_runs_exactly_one_iteration_and_catches_a_broken_pipeline(ray_sess
     assert rc == 2 and "--smoke" in err and "RuntimeError" in err, err
 
 
+@pytest.mark.slow
 def test_the_demo_passes_preflight(ray_session, capsys, tmp_path):
     started = time.time()
     rc = search_main(["--check-only", "--storage-path", str(tmp_path)])
@@ -199,6 +203,7 @@ def test_the_demo_passes_preflight(ray_session, capsys, tmp_path):
     print(f"demo preflight took {time.time() - started:.1f}s")
 
 
+@pytest.mark.slow
 def test_a_time_budget_shorter_than_one_trial_is_refused_with_the_estimate(ray_session, setup,
                                                                           capsys):
     rc, err = run_check(setup, capsys, "", "--smoke", "--time-budget", "1s")

@@ -6,15 +6,15 @@ import pytest
 from mmengine.hooks import Hook
 
 from helpers import write_tiny_config
-from raytune_ft.probe import PROBE_INFO, probe_epochs
+from raytune_ft.engine.probe import PROBE_INFO, probe_epochs
 
 
 def train(cfg_path, work_dir, name: str, probe_at: list[int]):
     """Train the tiny config in-process with mmengine's Runner; return the model and hub."""
     from mmengine.runner import Runner
 
-    import raytune_ft.probe  # noqa: F401  (registers StepProbeHook)
-    from raytune_ft.config import load_config
+    import raytune_ft.engine.probe  # noqa: F401  (registers StepProbeHook)
+    from raytune_ft.mmconfig.config import load_config
     from raytune_ft.testing import param_digest
 
     cfg = load_config(str(cfg_path))
@@ -31,22 +31,45 @@ def train(cfg_path, work_dir, name: str, probe_at: list[int]):
 
 
 class _Spy(Hook):
-    """Collects each epoch's val metrics, lr and the probe info left in the message hub."""
+    """Collects each epoch's val metrics, lr and the probe info left in the message hub, and
+    the lr of every training step taken after the epoch's validation began (the probe's)."""
 
     def __init__(self, seen: list) -> None:
         self.seen = seen
+        self.validating = False
+        self.probe_lrs: list[float] = []
+
+    def before_train(self, runner):
+        inner = runner.model.train_step
+
+        def train_step(batch, optim_wrapper):
+            if self.validating:
+                self.probe_lrs.append(optim_wrapper.get_lr()["lr"][0])
+            return inner(batch, optim_wrapper=optim_wrapper)
+
+        runner.model.train_step = train_step
+
+    def before_train_epoch(self, runner):
+        self.validating = False
+
+    def before_val_epoch(self, runner):
+        self.validating, self.probe_lrs = True, []
 
     def after_val_epoch(self, runner, metrics=None):
         info = runner.message_hub.get_info(PROBE_INFO) or {}
         self.seen.append({"epoch": runner.epoch, "metrics": dict(metrics or {}),
                           "lr": runner.optim_wrapper.get_lr()["lr"][0],
+                          "probe_lrs": list(self.probe_lrs),
                           "probe": dict(info) if info.get("probe_epoch") == runner.epoch
                           else None})
 
 
 @pytest.mark.slow
 def test_probe_reports_a_stepped_score_and_leaves_the_run_unchanged(tmp_path, tiny_data):
-    cfg = write_tiny_config(tmp_path / "tiny.py", tiny_data, None, max_epochs=3)
+    # score_thr 0: the tiny model's every box counts, so val (and the probe) detect something
+    # and the probe's value is measured, not the 0.0 filled in when nothing is detected
+    cfg = write_tiny_config(tmp_path / "tiny.py", tiny_data, None, max_epochs=3,
+                            extra="model = dict(test_cfg=dict(rcnn=dict(score_thr=0.0)))")
     plain_digest, plain = train(cfg, tmp_path, "plain", [])
     probed_digest, probed = train(cfg, tmp_path, "probed", [1, 2])
     # the run continues exactly as without the probe: same weights, metrics and lr every epoch
@@ -57,7 +80,12 @@ def test_probe_reports_a_stepped_score_and_leaves_the_run_unchanged(tmp_path, ti
     assert [e["probe"] is not None for e in probed] == [True, True, False]
     for e in probed[:2]:
         assert e["probe"]["probe_iters"] == 2 and e["probe"]["probe_seconds"] > 0
-        assert "probe/coco/bbox_mAP" in e["probe"]
+        # it trained at the stepped lr (the epoch's lr x gamma 0.1), from the epoch's state
+        assert e["probe_lrs"] == pytest.approx([e["lr"] * 0.1] * 2)
+        assert "probe_empty_predictions" not in e["probe"]
+        assert "coco/bbox_mAP" in e["metrics"]  # the run's own val detected something too
+        assert 0.0 <= e["probe"]["probe/coco/bbox_mAP"] <= 1.0
+    assert all(e["probe_lrs"] == [] for e in plain)  # no probe: no training during val
 
 
 @pytest.mark.parametrize("max_epochs, step, expected", [

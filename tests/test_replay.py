@@ -8,7 +8,7 @@ import json
 import pytest
 
 from raytune_ft.errors import UserError
-from raytune_ft.replay import Curve, CurveTable, Design, replay, summarize
+from raytune_ft.pipeline.replay import Curve, CurveTable, Design, replay, summarize
 from test_scheduler import METRIC, SPACE  # 4 epochs, the LR step after epoch 3
 
 STEADY, LUCKY = 0.01, 0.04

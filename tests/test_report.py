@@ -12,8 +12,8 @@ from html.parser import HTMLParser
 import pytest
 
 from helpers import REPO, write_table_experiment
-from raytune_ft.confirm import experiment_at
-from raytune_ft.report import write_report
+from raytune_ft.experiment.record import experiment_at
+from raytune_ft.experiment.report import write_report
 
 SECTIONS = ["header", "summary", "curves", "confirmation", "slice", "importance", "parallel",
             "history", "cost"]

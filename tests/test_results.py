@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from raytune_ft.cluster import check_cluster_fits
+from raytune_ft.engine.cluster import check_cluster_fits
 from raytune_ft.errors import UserError
-from raytune_ft.results import best_row, trial_row
-from raytune_ft.space import TrialShape, parse_space
+from raytune_ft.experiment.results import best_row, trial_row
+from raytune_ft.tuning.space import TrialShape, parse_space
 from raytune_ft.storage import ExperimentStorage
-from raytune_ft.trainable import SearchJob
-from raytune_ft.trial import TrialResources
+from raytune_ft.tuning.trainable import SearchJob
+from raytune_ft.engine.trial import TrialResources
 
 METRIC = "coco/bbox_mAP"
 

@@ -15,8 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from helpers import REPO, write_tiny_config
-from raytune_ft.callbacks import read_metrics
+from helpers import REPO, read_metrics, write_tiny_config
 
 pytestmark = pytest.mark.slow  # Ray searches / training runs (make test-fast skips)
 
@@ -104,3 +103,43 @@ def test_killed_search_resumes(tmp_path, tiny_data, tiny_pretrained):
     assert summary["trials"] == 3
     study = optuna.load_study(study_name="r", storage=f"sqlite:///{storage}/r/optuna.db")
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3  # the study was continued
+
+
+# A driver that writes the class paths of the flat package (before 2026-12) into the
+# experiment, as every older experiment has them: Ray pickles the scheduler and the searcher
+# (tuner.pkl) by module path.
+OLD_PATHS_DRIVER = """
+import sys
+import raytune_ft.scheduler, raytune_ft.searcher  # the old names, answered by raytune_ft._moved
+from raytune_ft.tuning.scheduler import StepFairASHA
+from raytune_ft.tuning.searcher import StepFairOptunaSearch
+StepFairASHA.__module__ = "raytune_ft.scheduler"
+StepFairOptunaSearch.__module__ = "raytune_ft.searcher"
+from raytune_ft.cli.search import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_an_experiment_made_with_the_old_module_paths_resumes(tmp_path, tiny_data,
+                                                              tiny_pretrained):
+    cfg = write_tiny_config(tmp_path / "tiny.py", tiny_data, str(tiny_pretrained), max_epochs=2)
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE.replace("[3]", "[2]"))
+    storage = tmp_path / "exp"
+    flags = ["--config", str(cfg), "--space", str(space), "--num-samples", "1",
+             "--storage-path", str(storage), "--name", "old", "--confirm", "0"]
+    first = subprocess.run([sys.executable, "-c", OLD_PATHS_DRIVER, *flags], cwd=REPO,
+                           capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    pickled = (storage / "old" / "tuner.pkl").read_bytes()
+    assert b"raytune_ft.scheduler" in pickled and b"raytune_ft.searcher" in pickled
+    assert b"raytune_ft.tuning" not in pickled
+    before = json.loads((storage / "old" / "summary.json").read_text())
+
+    again = subprocess.run([sys.executable, "-m", "raytune_ft.search", "--resume", *flags],
+                           cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    after = json.loads((storage / "old" / "summary.json").read_text())
+    assert after["trials"] == before["trials"] == 1
+    assert after["best_trial"] == before["best_trial"]
+    assert after["best_metric"] == before["best_metric"]

@@ -1,5 +1,5 @@
 """Step-fair early stopping on replayed curves (seconds, no training): Ray Tune's real ASHA and
-Optuna searcher, fed through `raytune_ft.replay` exactly as Tune's controller calls them."""
+Optuna searcher, fed through `raytune_ft.pipeline.replay` exactly as Tune's controller calls them."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from raytune_ft.replay import Curve, CurveTable, Design, replay
-from raytune_ft.scheduler import StepFairASHA, ranked_value, rung_fractions
-from raytune_ft.space import parse_space
+from raytune_ft.pipeline.replay import Curve, CurveTable, Design, replay
+from raytune_ft.tuning.scheduler import StepFairASHA, ranked_value, rung_fractions
+from raytune_ft.tuning.space import parse_space
 
 METRIC = "coco/bbox_mAP"
 SPACE = parse_space({"params": {
@@ -131,7 +131,16 @@ def test_the_replay_decides_as_a_real_tune_run_does(ray_session, tmp_path, desig
     curves, scheduler and searcher stops the same trials at the same epochs."""
     from ray import tune
 
-    from raytune_ft.replay import make_scheduler, make_searcher, probe_rungs, table_trainable
+    from raytune_ft.engine.probe import probe_epochs
+    from raytune_ft.pipeline.replay import curve_results, make_scheduler, make_searcher, probe_rungs
+
+    def table_trainable(config: dict, table, rungs: list[float]) -> None:
+        """Reports a measured curve (seed `table.seeds[0]`) instead of training, as the replay
+        feeds it to the scheduler (nested: Ray's workers get it by value, not by module)."""
+        curve = table.curve_for(config)
+        for result in curve_results(table, curve,
+                                    set(probe_epochs(rungs, curve.max_epochs, curve.step))):
+            tune.report(result)
 
     scheduler = make_scheduler(design, METRIC)
     rungs = probe_rungs(scheduler)

@@ -16,8 +16,8 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from helpers import write_tiny_config
 from raytune_ft import SearchConfig, run_search
-from raytune_ft.hparams import find_scheduler
-from raytune_ft.search import main as search_main
+from raytune_ft.mmconfig.hparams import find_scheduler
+from raytune_ft.cli.search import main as search_main
 
 pytestmark = pytest.mark.slow  # Ray searches / training runs (make test-fast skips)
 
@@ -84,7 +84,7 @@ def test_search_outputs_agree_and_best_config_retrains(ray_session, tiny_search,
     # epoch that scored its best value (the tiny model may tie across epochs)
     import torch
 
-    from raytune_ft.callbacks import read_metrics
+    from helpers import read_metrics
 
     trial_dir = exp / "trials" / f"trial_{summary['best_trial']}"
     value = {m["epoch"]: m["coco/bbox_mAP"] for m in read_metrics(str(trial_dir))}

@@ -11,8 +11,8 @@ import yaml
 from mmengine.config import Config
 
 from helpers import REPO
-from raytune_ft.hparams import apply_hparams, find_scheduler
-from raytune_ft.space import SpaceError, TrialShape, load_space, recipe_point, to_hparams
+from raytune_ft.mmconfig.hparams import apply_hparams, find_scheduler
+from raytune_ft.tuning.space import SpaceError, TrialShape, load_space, recipe_point, to_hparams
 
 RECIPE = {"lr": 0.02, "max_epochs": 12, "milestones": [8], "warmup_iters": 500,
           "warmup_ratio": 0.001, "momentum": 0.9, "weight_decay": 1e-4}
@@ -85,7 +85,7 @@ def test_shipped_spaces_load(name):
     """Every shipped space names engine hyper-parameters and samples inside its own bounds."""
     import random
 
-    from raytune_ft.hparams import HPARAMS
+    from raytune_ft.mmconfig.hparams import HPARAMS
 
     space = load_space(REPO / "search_spaces" / name)
     assert space.params and set(space.params) <= set(HPARAMS) | {"step_frac"}

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import RANK_AUDIT, with_testing_hooks, write_tiny_config
-from raytune_ft.callbacks import read_metrics
-from raytune_ft.config import load_config
-from raytune_ft.trial import TrialResources, TrialSpec, run_trial
+from helpers import RANK_AUDIT, read_metrics, with_testing_hooks, write_tiny_config
+from raytune_ft.mmconfig.config import load_config
+from raytune_ft.engine.trial import TrialResources, TrialSpec, run_trial
 
 pytestmark = pytest.mark.slow  # Ray searches / training runs (make test-fast skips)
 

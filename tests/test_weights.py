@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from raytune_ft.weights import convert_mobilenet_v2, mobilenet_v2_weights_path
+from raytune_ft.data.weights import convert_mobilenet_v2, mobilenet_v2_weights_path
 
 # torchvision's MobileNetV2 (t = expansion, c = channels, n = blocks, s = first stride).
 SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
@@ -87,8 +87,8 @@ def test_demo_checkpoint_loads_every_backbone_tensor_into_the_demo_detector(tmp_
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
 
-    from raytune_ft.demo import DEMO_CONFIG
-    from raytune_ft.weights import write_backbone_checkpoint
+    from raytune_ft.data.demo import DEMO_CONFIG
+    from raytune_ft.data.weights import write_backbone_checkpoint
 
     register_all_modules()
     path = write_backbone_checkpoint(tmp_path / "mnv2.pth")

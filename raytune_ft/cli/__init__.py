@@ -21,10 +21,10 @@ if "--verbose" not in sys.argv:  # before mmengine/mmdet are imported: they warn
 COMMANDS: dict[str, tuple[str, str]] = {
     "search": ("raytune_ft.cli.search", "tune the schedule of an MMDetection fine-tune"),
     "train": ("raytune_ft.cli.train", "run one fine-tune as a Ray Train run"),
-    "confirm": ("raytune_ft.confirm", "re-run a search's best configs and the recipe over seeds"),
-    "report": ("raytune_ft.report", "write report.html of an experiment"),
+    "confirm": ("raytune_ft.cli.confirm", "re-run a search's best configs and the recipe over seeds"),
+    "report": ("raytune_ft.cli.report", "write report.html of an experiment"),
     "data": ("raytune_ft.data.__main__", "convert Cityscapes/KITTI/VOC to COCO JSON"),
-    "doctor": ("raytune_ft.doctor", "check the installed stack (torch, mmcv ops, mmdet, Ray)"),
+    "doctor": ("raytune_ft.cli.doctor", "check the installed stack (torch, mmcv ops, mmdet, Ray)"),
 }
 
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     entry = _entry(command)
-    if command in ("search", "train"):
+    if command in ("search", "train", "confirm", "report"):
         return entry(rest, prog=f"raytune-ft {command}")
     if command == "doctor":
         return entry()

@@ -25,7 +25,7 @@ def build_parser(prog: str = "python -m raytune_ft.search") -> argparse.Argument
 
 @user_errors_exit_2
 def main(argv: list[str] | None = None, prog: str = "python -m raytune_ft.search") -> int:
-    from raytune_ft.search import run_search
+    from raytune_ft.pipeline.search import run_search
 
     config = config_from_args(SearchConfig, build_parser(prog).parse_args(argv))
     result = run_search(config)

@@ -19,7 +19,7 @@ def build_parser(prog: str = "python -m raytune_ft.train") -> argparse.ArgumentP
 
 @user_errors_exit_2
 def main(argv: list[str] | None = None, prog: str = "python -m raytune_ft.train") -> int:
-    from raytune_ft.train import run_train
+    from raytune_ft.pipeline.train import run_train
 
     run_train(config_from_args(TrainConfig, build_parser(prog).parse_args(argv)))
     return 0

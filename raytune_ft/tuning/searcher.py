@@ -5,7 +5,7 @@ COMPLETE, including a trial the scheduler stopped at epoch 2 of 6, before its LR
 learns that the high-lr trials (low before their step) are bad and samples away from the
 winner. Here:
 
-- intermediate values are the scheduler's ranked values (`raytune_ft.scheduler.ranked_value`:
+- intermediate values are the scheduler's ranked values (`raytune_ft.tuning.scheduler.ranked_value`:
   post-step metrics or LR-step probe values), reported at step = epoch, never raw pre-step ones;
 - a trial stopped before its last epoch is told as PRUNED (TPE ranks pruned trials by how far
   they got and their last intermediate value, apart from complete ones);
@@ -32,9 +32,9 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from raytune_ft.budget import TimeBudget
-from raytune_ft.scheduler import ranked_value
-
-BUDGET_RECORD = "budget.json"  # <experiment>/budget.json: the budget's state, why it stopped
+from raytune_ft.options import TPE_CONSTANT_LIAR, TPE_MULTIVARIATE, SearchConfig
+from raytune_ft.storage import BUDGET_RECORD, OPTUNA_DB, ExperimentStorage
+from raytune_ft.tuning.scheduler import ranked_value
 
 
 def stopped_early(result: dict[str, Any] | None) -> bool:
@@ -155,14 +155,47 @@ def build_sampler(kind: str, seed: int, startup_trials: int, multivariate: bool 
     raise ValueError(f"unknown sampler {kind!r}; one of {SAMPLERS}")
 
 
-def build_optuna_search(metric: str, mode: str, points: list[dict[str, Any]], sampler,
-                        stock: bool = False, **storage: Any) -> OptunaSearch:
-    """The Tune searcher over `sampler`: `StepFairOptunaSearch`, or Ray's own `OptunaSearch`
-    (`stock`, the searcher before step-fairness, kept to compare). `storage` is
-    `storage=..., study_name=...` for a study in optuna.db."""
+def build_optuna_searcher(kind: str, seed: int, startup_trials: int, metric: str, mode: str,
+                          points: list[dict[str, Any]], *, multivariate: bool = TPE_MULTIVARIATE,
+                          constant_liar: bool = TPE_CONSTANT_LIAR,
+                          startup_counts_running: bool = False, stock: bool = False,
+                          **storage: Any) -> OptunaSearch:
+    """The Tune searcher of a search and of its replay: `StepFairOptunaSearch` over the
+    `kind` sampler, or Ray's own `OptunaSearch` (`stock`, the searcher before step-fairness,
+    kept to compare). `storage` is `storage=..., study_name=...` for a study in optuna.db."""
+    sampler = build_sampler(kind, seed, startup_trials, multivariate=multivariate,
+                            constant_liar=constant_liar,
+                            startup_counts_running=startup_counts_running)
     cls = OptunaSearch if stock else StepFairOptunaSearch
     return cls(metric=metric, mode=mode, points_to_evaluate=[dict(p) for p in points],
                sampler=sampler, **storage)
+
+
+def build_search_algorithm(config: SearchConfig, points: list[dict[str, Any]], metric: str,
+                           mode: str, experiment: ExperimentStorage,
+                           started_at: float | None = None):
+    """`--searcher`: TPE or random (Optuna samplers with their study in optuna.db, the time
+    budget's gate), or Tune's grid."""
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    if config.searcher not in ("tpe", "random"):
+        # A SearchGenerator ignores TuneConfig.max_concurrent_trials: bound it here.
+        return BasicVariantGenerator(points_to_evaluate=points, random_state=config.seed,
+                                     max_concurrent=config.max_concurrent)
+    import optuna
+
+    # SQLite needs a local file: for a URI it is staged locally and published by PublishFiles
+    # (raytune_ft.tuning.trackers); a resume on another machine fetches it back first.
+    experiment.fetch(OPTUNA_DB)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{experiment.local_path(OPTUNA_DB)}")
+    searcher = build_optuna_searcher(config.searcher, config.seed, config.startup_trials, metric,
+                                     mode, points, storage=storage, study_name=config.name)
+    if config.time_budget is not None:
+        searcher.set_time_budget(
+            TimeBudget(config.time_budget_s, slots=config.max_concurrent,
+                       confirm_runs=config.confirm_runs),
+            started_at or time.time(), experiment.local_path(BUDGET_RECORD))
+    return searcher
 
 
 def _startup_counting_running_tpe():

@@ -6,25 +6,26 @@ Li et al., "Budgeted Training", ICLR 2020). A scheduler that ranks a trial on a 
 against one that has stepped stops the eventual winner. The rule here:
 
     A trial's value at a rung is its metric only once it has trained at least one epoch after
-    its LR step. Before that it is the LR-step probe's value (`raytune_ft.probe`: half an
+    its LR step. Before that it is the LR-step probe's value (`raytune_ft.engine.probe`: half an
     epoch at lr x gamma from the rung's state, then discarded), and without a probe the trial
     is not judged at that rung at all.
 
 `StepFairASHA` is Ray Tune's own `AsyncHyperBandScheduler` (rungs at `grace x rf^k` of each
 trial's own schedule, `time_attr="progress"`) fed with that value; `ranked_value` is the one
-definition the searcher (`raytune_ft.searcher`) and the replay benchmark use too. With
+definition the searcher (`raytune_ft.tuning.searcher`) and the replay benchmark use too. With
 `probe=False` it is candidate (c) of the design: rungs only count after each trial's step.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
-from raytune_ft.probe import PROBE_PREFIX
+from raytune_ft.engine.probe import PROBE_PREFIX, probe_spec
 
 PROGRESS_ATTR = "progress"
 _EPS = 1e-9  # progress e/max_epochs compared with grace * rf^k: never let rounding skip a rung
@@ -106,26 +107,54 @@ class StepFairASHA(AsyncHyperBandScheduler):
         super().on_trial_complete(tune_controller, trial, ranked)
 
 
-def probe_spec(scheduler: str, grace: float, reduction_factor: float,
-               probe_length: float) -> dict[str, Any] | None:
-    """What each trial's workers need to know to probe at the scheduler's rungs."""
-    if scheduler != "step-probe":
+@dataclass(frozen=True)
+class SchedulerRule:
+    """What `--scheduler NAME` is: how its Tune scheduler is built and what it needs."""
+
+    build: Callable[[str, str, float, float], TrialScheduler]  # (metric, mode, grace, rf)
+    stops_trials: bool  # has rungs: --grace and --reduction-factor apply
+    needs_lr_step: bool  # compares trials around their LR step: the config needs a MultiStepLR
+    probes: bool  # ranks a trial before its step on the LR-step probe's val score
+
+
+def _fifo(metric: str, mode: str, grace: float, reduction_factor: float) -> TrialScheduler:
+    from ray.tune.schedulers import FIFOScheduler
+
+    return FIFOScheduler()
+
+
+def _progress_asha(metric: str, mode: str, grace: float,
+                   reduction_factor: float) -> TrialScheduler:
+    # The rule before step-fairness (kept to compare): ASHA on progress = epoch / the trial's
+    # own max_epochs, ranking raw metrics, pre-step or not.
+    return AsyncHyperBandScheduler(time_attr=PROGRESS_ATTR, metric=metric, mode=mode, max_t=1.0,
+                                   grace_period=grace, reduction_factor=reduction_factor)
+
+
+def _step_fair(probe: bool) -> Callable[[str, str, float, float], TrialScheduler]:
+    def build(metric: str, mode: str, grace: float, reduction_factor: float) -> TrialScheduler:
+        return StepFairASHA(metric=metric, mode=mode, grace_period=grace,
+                            reduction_factor=reduction_factor, probe=probe)
+    return build
+
+
+SCHEDULER_RULES: dict[str, SchedulerRule] = {  # the names are options.SCHEDULERS
+    "step-probe": SchedulerRule(_step_fair(probe=True), True, True, True),
+    "step-after": SchedulerRule(_step_fair(probe=False), True, True, False),
+    "progress-asha": SchedulerRule(_progress_asha, True, False, False),
+    "fifo": SchedulerRule(_fifo, False, False, False),
+}
+
+
+def search_probe_spec(scheduler: str, grace: float, reduction_factor: float,
+                      probe_length: float) -> dict[str, Any] | None:
+    """The probe a search's trials run: at the rungs of a probing rule, none for the others."""
+    if not SCHEDULER_RULES[scheduler].probes:
         return None
-    return {"rungs": rung_fractions(grace, reduction_factor), "epoch_fraction": probe_length}
+    return probe_spec(probe_length, rungs=rung_fractions(grace, reduction_factor))
 
 
 def build_scheduler(name: str, metric: str, mode: str, grace: float,
                     reduction_factor: float) -> TrialScheduler:
-    """The Tune scheduler for `--scheduler NAME`: step-probe, step-after, progress-asha, fifo."""
-    from ray.tune.schedulers import FIFOScheduler
-
-    if name == "fifo":
-        return FIFOScheduler()
-    if name == "progress-asha":
-        # The rule before step-fairness (kept to compare): ASHA on progress = epoch / the trial's
-        # own max_epochs, ranking raw metrics, pre-step or not.
-        return AsyncHyperBandScheduler(time_attr=PROGRESS_ATTR, metric=metric, mode=mode,
-                                       max_t=1.0, grace_period=grace,
-                                       reduction_factor=reduction_factor)
-    return StepFairASHA(metric=metric, mode=mode, grace_period=grace,
-                        reduction_factor=reduction_factor, probe=(name == "step-probe"))
+    """The Tune scheduler for `--scheduler NAME` (`SCHEDULER_RULES`)."""
+    return SCHEDULER_RULES[name].build(metric, mode, grace, reduction_factor)

@@ -104,7 +104,7 @@ BACKBONE_CHECKPOINT = "mobilenet_v2_imagenet_mmdet.pth"
 
 def ensure_demo(out: Path = DEMO_ROOT) -> Path:
     """Build the demo data set and its pretrained checkpoint once; later calls reuse them."""
-    from raytune_ft.weights import is_current_checkpoint, write_backbone_checkpoint
+    from raytune_ft.data.weights import is_current_checkpoint, write_backbone_checkpoint
 
     if not (out / "READY").exists():
         counts = build_demo(out)

@@ -13,9 +13,10 @@ from typing import Any
 
 from mmengine.config import Config
 
-from raytune_ft.hparams import apply_hparams
+from raytune_ft.console import columns, metric_text
+from raytune_ft.mmconfig.hparams import apply_hparams
 from raytune_ft.storage import TB_DIR, TRIALS_DIR
-from raytune_ft.trainable import SearchJob, sampled_point, trial_hparams
+from raytune_ft.tuning.trainable import SearchJob, sampled_point, trial_hparams
 
 
 @dataclass
@@ -137,9 +138,9 @@ def write_results(rows: list[TrialRow], job: SearchJob, confirmation=None,
     """Write results.csv, trials.json, summary.json, best_config.py and best_checkpoint.pth into
     the experiment (its folder, or the staging mirror published to its URI); return the summary.
 
-    With a `confirmation` (raytune_ft.confirm.Confirmation) its runs are extra rows, the summary
+    With a `confirmation` (raytune_ft.pipeline.confirm.Confirmation) its runs are extra rows, the summary
     gains its statistics, and best_config.py / best_checkpoint.pth follow its winner. `test`
-    (raytune_ft.testscore.test_score) adds the held-out test scores, or the note why there are
+    (raytune_ft.pipeline.testscore.test_score) adds the held-out test scores, or the note why there are
     none.
     """
     exp = job.experiment
@@ -221,7 +222,7 @@ def write_csv(rows: list[TrialRow], job: SearchJob, path: Path) -> None:
                              r.source_trial or "", r.status, r.reason,
                              *[point.get(k, "") for k in cfg_keys],
                              *[json.dumps(r.hparams[k]) if k in r.hparams else "" for k in hp_keys],
-                             _fmt(r.best_metric), r.best_epoch or "", _fmt(r.last_metric),
+                             metric_text(r.best_metric), r.best_epoch or "", metric_text(r.last_metric),
                              r.epochs_run, r.max_epochs, f"{r.device_seconds:.1f}"])
 
 
@@ -286,20 +287,14 @@ def copy_best_checkpoint(job: SearchJob, best: TrialRow, dest: Path) -> Path | N
     return dest
 
 
-def _fmt(value: float | None) -> str:
-    return "" if value is None else f"{value:.4f}"
-
-
 def format_table(rows: list[TrialRow], metric: str) -> str:
     """The final results table printed at the end of a search."""
     keys = sorted({k for r in rows for k in r.hparams})
     head = ["#", "trial", "status", *keys, f"best {metric}", "epochs"]
     body = [[str(r.order), r.trial_id, r.status,
-             *[_short(r.hparams.get(k)) for k in keys], _fmt(r.best_metric),
+             *[_short(r.hparams.get(k)) for k in keys], metric_text(r.best_metric),
              f"{r.epochs_run}/{r.max_epochs}"] for r in rows]
-    widths = [max(len(x) for x in col) for col in zip(head, *body)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in [head, *body]]
-    return "\n".join(lines)
+    return columns(head, body)
 
 
 def _short(value: Any) -> str:

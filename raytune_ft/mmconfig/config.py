@@ -15,10 +15,10 @@ from typing import Any
 
 from mmengine.config import Config
 
-from raytune_ft.bases import resolve_bases
+from raytune_ft.mmconfig.bases import resolve_bases
 from raytune_ft.errors import UserError
-from raytune_ft.hparams import apply_hparams, check_schedule
-from raytune_ft.legacy import translate_legacy
+from raytune_ft.mmconfig.hparams import apply_hparams, check_schedule
+from raytune_ft.mmconfig.legacy import translate_legacy
 from raytune_ft.storage import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
@@ -217,3 +217,15 @@ def absolutize_paths(cfg: Config, base: Path | None = None) -> None:
 def config_to_dict(cfg: Config) -> dict:
     """Plain-dict form of a Config, safe to pickle across Ray process boundaries."""
     return cfg.to_dict()
+
+
+def test_annotation(cfg) -> str | None:
+    """The test annotation file when the test data differ from the val data, else None."""
+    test, _ = innermost_dataset(cfg.get("test_dataloader"))
+    val, _ = innermost_dataset(cfg.get("val_dataloader"))
+    if not test or not test.get("ann_file"):
+        return None
+    where = ("data_root", "ann_file", "data_prefix")
+    if all(test.get(k) == val.get(k) for k in where):
+        return None
+    return os.path.join(test.get("data_root", "") or "", test["ann_file"])

@@ -42,10 +42,11 @@ from typing import Any
 
 from raytune_ft.budget import TimeBudget
 from raytune_ft.errors import UserError
-from raytune_ft.options import (DEFAULT_CONFIRM, DEFAULT_GRACE, DEFAULT_SCHEDULER, DEFAULT_SEEDS,
-                                TPE_CONSTANT_LIAR, TPE_MULTIVARIATE, TPE_STARTUP_TRIALS)
-from raytune_ft.probe import PROBE_PREFIX, probe_epochs
-from raytune_ft.space import SearchSpace, step_epoch
+from raytune_ft.engine.probe import PROBE_PREFIX, probe_epochs
+from raytune_ft.options import TPE_CONSTANT_LIAR, TPE_MULTIVARIATE, SearchConfig
+from raytune_ft.tuning.space import SearchSpace, step_epoch
+
+_SEARCH = SearchConfig()  # `python -m raytune_ft.search`'s defaults: Design("default") is it
 
 ConfigKey = tuple[float, int, int]  # (lr, max_epochs, LR-step epoch)
 
@@ -201,17 +202,17 @@ class Design:
     """
 
     name: str
-    scheduler: str = DEFAULT_SCHEDULER  # step-after | step-probe | progress-asha | fifo
-    searcher: str = "tpe"  # tpe | random | gp (Optuna samplers)
-    grace: float = DEFAULT_GRACE
-    reduction_factor: float = 2.0
+    scheduler: str = _SEARCH.scheduler  # step-after | step-probe | progress-asha | fifo
+    searcher: str = _SEARCH.searcher  # tpe | random | gp (Optuna samplers)
+    grace: float = _SEARCH.resolved_grace
+    reduction_factor: float = _SEARCH.reduction_factor
     stock_optuna: bool = False  # Ray's own OptunaSearch (the old searcher) instead of ours
-    n_startup_trials: int = TPE_STARTUP_TRIALS
+    n_startup_trials: int = _SEARCH.startup_trials
     multivariate: bool = TPE_MULTIVARIATE
     constant_liar: bool = TPE_CONSTANT_LIAR
     startup_counts_running: bool = False  # TPE's start-up counts running trials (a variant)
-    confirm: int = DEFAULT_CONFIRM  # best configs re-run with fresh seeds (0: no confirmation)
-    confirm_seeds: int = DEFAULT_SEEDS
+    confirm: int = _SEARCH.confirm  # best configs re-run with fresh seeds (0: none)
+    confirm_seeds: int = _SEARCH.seeds
 
     @property
     def confirm_runs(self) -> int:
@@ -260,7 +261,7 @@ class ReplayRun:
 
 
 def make_scheduler(design: Design, metric: str):
-    from raytune_ft.scheduler import build_scheduler
+    from raytune_ft.tuning.scheduler import build_scheduler
 
     return build_scheduler(design.scheduler, metric, "max", design.grace, design.reduction_factor)
 
@@ -271,14 +272,14 @@ def probe_rungs(scheduler) -> list[float]:
 
 
 def make_searcher(design: Design, metric: str, seed: int, points: list[dict[str, Any]]):
-    """The searcher a search with this design builds (`raytune_ft.searcher.build_optuna_search`),
-    in memory instead of optuna.db."""
-    from raytune_ft.searcher import build_optuna_search, build_sampler
+    """The searcher a search with this design builds, in memory instead of optuna.db."""
+    from raytune_ft.tuning.searcher import build_optuna_searcher
 
-    sampler = build_sampler(design.searcher, seed, design.n_startup_trials,
-                            multivariate=design.multivariate, constant_liar=design.constant_liar,
-                            startup_counts_running=design.startup_counts_running)
-    return build_optuna_search(metric, "max", points, sampler, stock=design.stock_optuna)
+    return build_optuna_searcher(design.searcher, seed, design.n_startup_trials, metric, "max",
+                                 points, multivariate=design.multivariate,
+                                 constant_liar=design.constant_liar,
+                                 startup_counts_running=design.startup_counts_running,
+                                 stock=design.stock_optuna)
 
 
 class _Trial:
@@ -305,7 +306,7 @@ def replay(design: Design, table: CurveTable, space: SearchSpace, budget: float,
     from ray.tune.schedulers import TrialScheduler
     from ray.tune.search import Searcher
 
-    from raytune_ft.results import best_row
+    from raytune_ft.experiment.results import best_row
 
     metric = table.metric
     rng = random.Random(seed)
@@ -404,7 +405,7 @@ def _charged(table: CurveTable, curve: Curve, probe_at: set[int]):
 
 def _rows(trials: list[TrialLog]):
     """The replayed trials that ended, as the pipeline's own result rows (id = index)."""
-    from raytune_ft.results import TrialRow
+    from raytune_ft.experiment.results import TrialRow
 
     return [TrialRow(str(i), i, {"key": t.key}, {},
                      "diverged" if t.diverged else "finished" if t.finished else "stopped", "",
@@ -417,8 +418,8 @@ def _return_config(design: Design, table: CurveTable, run: ReplayRun, clock: Tim
                    rng: random.Random) -> None:
     """What the pipeline hands the user: the confirmation's winner when one ran, else the
     search's best trial (`results.best_row`), as `run_search` decides."""
-    from raytune_ft.confirm import Confirmation, pick_candidates
-    from raytune_ft.results import best_row
+    from raytune_ft.pipeline.confirm import Confirmation, pick_candidates
+    from raytune_ft.experiment.results import best_row
 
     rows = _rows(run.trials)
     searched = best_row(rows, "max")
@@ -445,17 +446,6 @@ def _return_config(design: Design, table: CurveTable, run: ReplayRun, clock: Tim
     if winner is not None:
         run.returned = tuple(winner.point["key"])
         run.confirmed = True
-
-
-def table_trainable(config: dict[str, Any], table: CurveTable, rungs: list[float]) -> None:
-    """A Tune function trainable that reports a measured curve (seed `table.seeds[0]`) instead
-    of training, for a real `tune.Tuner` over the table (tests compare it with the replay)."""
-    from ray import tune
-
-    curve = table.curve_for(config)
-    for result in curve_results(table, curve,
-                                set(probe_epochs(rungs, curve.max_epochs, curve.step))):
-        tune.report(result)
 
 
 def curve_results(table: CurveTable, curve: Curve, probe_at: set[int]):

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from raytune_ft.checkpoints import allow_mmengine_checkpoints
-from raytune_ft.hooks import CHECKPOINT_FILE, TrainingDiverged
-from raytune_ft.metrics import expected_metrics
-from raytune_ft.probe import lr_step, probe_epochs
+from raytune_ft.engine.hooks import CHECKPOINT_FILE, TrainingDiverged
+from raytune_ft.mmconfig.metrics import expected_metrics
+from raytune_ft.engine.probe import lr_step, probe_hook
 
 log = logging.getLogger(__name__)
 
@@ -92,17 +92,13 @@ def prepare_worker_config(cfg, job: dict[str, Any], rank: int, world_size: int,
         cfg.resume = True
         start = {"resumed": 1, "start_epoch": epoch + 1, "init_from": str(path)}
     custom = list(cfg.get("custom_hooks", []))
-    step_epoch, gamma = lr_step(cfg)
+    step_epoch, _ = lr_step(cfg)
     custom.append(dict(type="RayTrainReportHook", start_info=start, metric=job.get("metric"),
                        mode=job.get("mode", "max"), expected_metrics=expected_metrics(cfg),
                        lr_step_epoch=step_epoch))
-    probe = job.get("probe")
+    probe = probe_hook(job.get("probe"), cfg)
     if probe:
-        epochs = probe.get("epochs") or probe_epochs(probe.get("rungs", ()),
-                                                     int(cfg.train_cfg.max_epochs), step_epoch)
-        if epochs:
-            custom.append(dict(type="StepProbeHook", epochs=list(epochs), gamma=gamma,
-                               epoch_fraction=float(probe.get("epoch_fraction", 0.5))))
+        custom.append(probe)
     cfg.custom_hooks = custom
     return cfg, start
 
@@ -114,8 +110,8 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
     from mmengine.config import Config
     from mmengine.runner import Runner
 
-    import raytune_ft.hooks  # noqa: F401  (registers the hooks)
-    import raytune_ft.probe  # noqa: F401
+    import raytune_ft.engine.hooks  # noqa: F401  (registers the hooks)
+    import raytune_ft.engine.probe  # noqa: F401
 
     # Ray Train logs every report and checkpoint at INFO; mmengine's own progress lines suffice.
     logging.getLogger("ray.train").setLevel(logging.WARNING)

@@ -9,10 +9,16 @@ mmengine's `Runner.test()`, in a Ray task with one trial worker's resources.
 from __future__ import annotations
 
 import os
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
-from raytune_ft.config import innermost_dataset
+from raytune_ft.mmconfig.config import test_annotation
 from raytune_ft.storage import TRIALS_DIR
+
+if TYPE_CHECKING:
+    from raytune_ft.experiment.confirmation import Confirmation
+    from raytune_ft.experiment.results import TrialRow
+    from raytune_ft.pipeline.plan import SearchPlan
 
 VAL_ONLY_NOTE = ("no held-out test set: the config's test_dataloader reads the val data, so "
                  "only val scores exist (a converter's --test-fraction makes one)")
@@ -20,7 +26,7 @@ DEMO_NOTE = ("val only: the embedded demo's four labelled source images all go i
              "train/val tiles, so it has no held-out test set")
 
 
-def test_score(plan, rows: list, confirmation=None) -> dict[str, Any]:
+def test_score(plan: SearchPlan, rows: list[TrialRow], confirmation: Confirmation | None = None) -> dict[str, Any]:
     """{"winner", "recipe", "metric", "test_annotation"} scored on test, or {"note"} why not.
 
     The winner is the confirmed winner's best seed run (else the search's best run); the
@@ -28,8 +34,8 @@ def test_score(plan, rows: list, confirmation=None) -> dict[str, Any]:
     """
     from mmengine.config import Config
 
-    from raytune_ft.demo import DEMO_CONFIG
-    from raytune_ft.results import best_row
+    from raytune_ft.data.demo import DEMO_CONFIG
+    from raytune_ft.experiment.results import best_row
 
     job = plan.job
     annotation = test_annotation(Config(job.cfg))
@@ -55,18 +61,6 @@ def test_score(plan, rows: list, confirmation=None) -> dict[str, Any]:
           flush=True)
     scores = score_on_test(job, runs)
     return {**scores, "metric": job.metric, "test_annotation": annotation}
-
-
-def test_annotation(cfg) -> str | None:
-    """The test annotation file when the test data differ from the val data, else None."""
-    test, _ = innermost_dataset(cfg.get("test_dataloader"))
-    val, _ = innermost_dataset(cfg.get("val_dataloader"))
-    if not test or not test.get("ann_file"):
-        return None
-    where = ("data_root", "ann_file", "data_prefix")
-    if all(test.get(k) == val.get(k) for k in where):
-        return None
-    return os.path.join(test.get("data_root", "") or "", test["ann_file"])
 
 
 def _evaluate(cfg_dict: dict, run: dict[str, Any], metric: str, mode: str) -> dict[str, Any]:
@@ -115,3 +109,25 @@ def score_on_test(job, runs: dict[str, tuple[Any, str]]) -> dict[str, float | No
         metrics = ray.get(ref)
         out[label] = metrics.get(job.metric)
     return out
+
+
+def score_and_rewrite(plan: SearchPlan, rows: list[TrialRow],
+                      confirmation: Confirmation | None) -> dict[str, Any]:
+    """Score the winner and the recipe on the held-out test set (when the config has one) and
+    rewrite the results with it; {} when that fails (the results written so far stay)."""
+    from raytune_ft.experiment.results import write_results
+
+    try:
+        test = test_score(plan, rows, confirmation)
+    except Exception as err:  # noqa: BLE001 - val results must survive a failing test run
+        print(f"[raytune_ft] scoring on the test set failed ({type(err).__name__}: {err}); "
+              "the val results are kept.", file=sys.stderr)
+        return {}
+    summary = write_results(rows, plan.job, confirmation, test)
+    if "note" in test:
+        print(f"[raytune_ft] test score: {test['note']}")
+    else:
+        print(f"[raytune_ft] picked on val, scored on test ({test['test_annotation']}): "
+              + ", ".join(f"{k} {v:.4f}" if v is not None else f"{k} -"
+                          for k, v in test.items() if k in ("winner", "recipe")))
+    return summary

@@ -9,7 +9,7 @@ run continues on its own un-stepped schedule exactly as if no probe had happened
 tests/test_probe.py).
 
 `StepProbeHook` runs it after the validation of chosen epochs; the early-stopping scheduler
-(`raytune_ft.scheduler`) ranks a trial that has not stepped yet on the probe's value.
+(`raytune_ft.tuning.scheduler`) ranks a trial that has not stepped yet on the probe's value.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
 from raytune_ft.errors import UserError
+from raytune_ft.options import flag
 
 PROBE_INFO = "raytune_ft_probe"  # message-hub key the report hook reads
 PROBE_PREFIX = "probe/"
@@ -47,6 +48,42 @@ def probe_epochs(rungs: Iterable[float], max_epochs: int, step_epoch: int) -> li
     return sorted(epochs)
 
 
+def probe_spec(epoch_fraction: float, *, rungs: Iterable[float] = (),
+               epochs: Iterable[int] = ()) -> dict[str, Any] | None:
+    """What a trial's workers read to probe (`probe_hook`): at fixed `epochs` (`train
+    --probe-epochs`) or at the pre-step epochs of the scheduler's progress `rungs` (a search's
+    step-probe); None when neither asks for a probe."""
+    rungs, epochs = [float(r) for r in rungs], sorted(int(e) for e in epochs)
+    if not rungs and not epochs:
+        return None
+    check_probe_length(epoch_fraction)
+    return {"rungs": rungs, "epochs": epochs, "epoch_fraction": float(epoch_fraction)}
+
+
+def check_probe_epochs(epochs: Iterable[int], cfg) -> None:
+    """Fixed probe epochs lie before the config's LR step (after it no step is left to probe)."""
+    step, _ = lr_step(cfg)
+    max_epochs = int(cfg.train_cfg.max_epochs)
+    late = [e for e in epochs if e > step or e >= max_epochs]
+    if late:
+        raise UserError(f"{flag('probe_epochs')} {late} are not before this run's LR step (after "
+                        f"epoch {step} of {max_epochs}): a probe asks what a step at that epoch "
+                        f"would give. Use epochs 1..{min(step, max_epochs - 1)}.")
+
+
+def probe_hook(spec: dict[str, Any] | None, cfg) -> dict[str, Any] | None:
+    """The StepProbeHook config for a run of `cfg` under `spec`, or None (nothing to probe)."""
+    if not spec:
+        return None
+    step_epoch, gamma = lr_step(cfg)
+    epochs = spec.get("epochs") or probe_epochs(spec.get("rungs", ()),
+                                                int(cfg.train_cfg.max_epochs), step_epoch)
+    if not epochs:
+        return None
+    return dict(type="StepProbeHook", epochs=list(epochs), gamma=gamma,
+                epoch_fraction=float(spec.get("epoch_fraction", 0.5)))
+
+
 def check_probe_length(length: float) -> None:
     """`--probe-length` is a fraction of an epoch (train and search share the flag)."""
     if not 0 < length <= 1:
@@ -55,7 +92,7 @@ def check_probe_length(length: float) -> None:
 
 def lr_step(cfg) -> tuple[int, float]:
     """The last epoch before the first LR step (max_epochs without a MultiStepLR) and its gamma."""
-    from raytune_ft.hparams import find_scheduler
+    from raytune_ft.mmconfig.hparams import find_scheduler
 
     max_epochs = int(cfg.train_cfg.max_epochs)
     sched = find_scheduler(cfg, "MultiStepLR")
@@ -162,7 +199,7 @@ class StepProbeHook(Hook):
     def after_val_epoch(self, runner, metrics: dict[str, Any] | None = None) -> None:
         if runner.epoch not in self.epochs:
             return
-        from raytune_ft.metrics import expected_metrics
+        from raytune_ft.mmconfig.metrics import expected_metrics
 
         iters = max(1, round(self.epoch_fraction * len(runner.train_loop.dataloader)))
         result = run_probe(runner, iters, self.gamma)

@@ -13,7 +13,7 @@ from typing import Any
 
 from mmengine.config import Config
 
-from raytune_ft.config import config_to_dict
+from raytune_ft.mmconfig.config import config_to_dict
 from raytune_ft.storage import Storage
 
 
@@ -53,7 +53,7 @@ class TrialSpec:
     num_to_keep: int = 2
     metric: str | None = None
     mode: str = "max"
-    # LR-step probe (raytune_ft.probe): {"rungs": [progress, ...]} or {"epochs": [...]}, plus
+    # LR-step probe (raytune_ft.engine.probe): {"rungs": [progress, ...]} or {"epochs": [...]}, plus
     # "epoch_fraction" (probe length); None runs no probe
     probe: dict[str, Any] | None = None
     verbose: bool = False  # workers print everything (default: noise to the trial's log files)
@@ -84,7 +84,7 @@ def build_trainer(cfg: Config, spec: TrialSpec, callbacks: list | None = None):
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from raytune_ft.worker import train_loop_per_worker
+    from raytune_ft.engine.worker import train_loop_per_worker
 
     res = spec.resources
     job: dict[str, Any] = {
@@ -128,7 +128,7 @@ def build_trainer(cfg: Config, spec: TrialSpec, callbacks: list | None = None):
 def run_trial(cfg: Config, spec: TrialSpec, callbacks: list | None = None):
     """Run the fine-tune to its end (resuming a previous run of the same name) and return the
     Ray Train `Result`."""
-    from raytune_ft.callbacks import EpochRecordCallback
+    from raytune_ft.engine.callbacks import EpochRecordCallback
 
     if not spec.storage.is_remote:
         os.makedirs(spec.storage.root, exist_ok=True)

@@ -19,7 +19,7 @@ from mmengine.dist import all_reduce, get_rank
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
-from raytune_ft.probe import probe_report
+from raytune_ft.engine.probe import probe_report
 
 CHECKPOINT_FILE = "checkpoint.pth"
 

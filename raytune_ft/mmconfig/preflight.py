@@ -16,9 +16,9 @@ from typing import Any
 
 from mmengine.config import Config
 
-from raytune_ft.config import dataset_classes, innermost_dataset
+from raytune_ft.mmconfig.config import dataset_classes, innermost_dataset
 from raytune_ft.errors import UserError
-from raytune_ft.metrics import ENGINE_METRICS, expected_metrics
+from raytune_ft.mmconfig.metrics import ENGINE_METRICS, expected_metrics
 
 
 
@@ -113,7 +113,7 @@ def check_load_from(cfg: Config) -> None:
         cached = Path(get_dir()) / "checkpoints" / os.path.basename(str(load_from))
         if cached.is_file():
             return
-        if os.environ.get("RAYTUNE_FT_OFFLINE") or not _url_reachable(str(load_from)):
+        if not _url_reachable(str(load_from)):
             raise UserError(f"load_from URL '{load_from}' cannot be fetched from here and is not "
                             f"in the local cache. Download it and put it at '{cached}', or set "
                             "load_from to a local path.")
@@ -212,7 +212,7 @@ def check_metric(cfg: Config, metric: str) -> None:
 
 def check_points_apply(cfg: Config, hparams_list: list[dict[str, Any]]) -> None:
     """Every fixed point (the recipe, --points) can be written into the config."""
-    from raytune_ft.hparams import apply_hparams
+    from raytune_ft.mmconfig.hparams import apply_hparams
 
     for hparams in hparams_list:
         apply_hparams(copy.deepcopy(cfg), hparams)

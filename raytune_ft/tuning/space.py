@@ -1,6 +1,6 @@
 """Search spaces: parse and validate a YAML file, sample it, and turn a sample into hyper-parameters.
 
-A space names engine hyper-parameters (`raytune_ft.hparams.HPARAMS`) or one of the derived
+A space names engine hyper-parameters (`raytune_ft.mmconfig.hparams.HPARAMS`) or one of the derived
 ones below, each with a distribution. The constraints that keep every sample a valid schedule
 are applied here, so no user has to encode them:
 
@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from raytune_ft.errors import UserError
-from raytune_ft.hparams import HPARAMS
+from raytune_ft.mmconfig.hparams import HPARAMS
 
 DERIVED = {"step_frac": "LR step position as a fraction of max_epochs (-> milestones)"}
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
@@ -77,11 +77,6 @@ class Param:
             lo, hi = math.log(self.low), math.log(self.high)
             return [math.exp(lo + (hi - lo) * i / max(1, points - 1)) for i in range(points)]
         return [self.low + (self.high - self.low) * i / max(1, points - 1) for i in range(points)]
-
-    def contains(self, value: Any) -> bool:
-        if self.type == "choice":
-            return value in self.values
-        return self.low <= value <= self.high
 
 
 @dataclass(frozen=True)

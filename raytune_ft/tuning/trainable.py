@@ -1,4 +1,4 @@
-"""The Ray Tune function trainable: one Tune trial = one Ray Train run (`raytune_ft.trial`).
+"""The Ray Tune function trainable: one Tune trial = one Ray Train run (`raytune_ft.engine.trial`).
 
 Ray 2.60 (Train V2) no longer accepts a TorchTrainer inside `tune.Tuner`; the supported pattern
 is a function trainable that builds and fits the trainer, with `TuneReportCallback` forwarding
@@ -13,10 +13,10 @@ from typing import Any
 
 from mmengine.config import Config
 
-from raytune_ft.hparams import apply_hparams
-from raytune_ft.space import SearchSpace, TrialShape, to_hparams
+from raytune_ft.mmconfig.hparams import apply_hparams
+from raytune_ft.tuning.space import SearchSpace, TrialShape, to_hparams
 from raytune_ft.storage import ExperimentStorage
-from raytune_ft.trial import TrialResources, TrialSpec, run_trial
+from raytune_ft.engine.trial import TrialResources, TrialSpec, run_trial
 
 
 @dataclass(frozen=True)

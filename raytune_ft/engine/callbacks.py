@@ -13,7 +13,7 @@ from typing import Any
 
 from ray.train.v2.api.callback import UserCallback
 
-from raytune_ft.storage import METRICS_FILE, TB_DIR, Storage, read_records
+from raytune_ft.storage import METRICS_FILE, TB_DIR, Storage
 # Reported values that are bookkeeping, not curves.
 _NOT_SCALARS = {"epoch", "max_epochs", "resumed", "start_epoch", "progress", "diverged",
                 "train_started_at", "lr_step_epoch", "probe_epoch", "probe_iters", "reported_at",
@@ -75,8 +75,3 @@ class EpochRecordCallback(UserCallback):
             tag = key if "/" in key else f"train/{key}"
             self._writer.add_scalar(tag, value, global_step=epoch)
         self._writer.flush()
-
-
-def read_metrics(run_dir: str) -> list[dict[str, Any]]:
-    """The committed epoch reports of a run (its folder or URI), in order."""
-    return read_records(Storage.resolve(run_dir))

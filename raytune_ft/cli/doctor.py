@@ -1,0 +1,102 @@
+"""`python -m raytune_ft.doctor`: check the installed stack and explain known-bad combinations.
+
+Exit status 0 when the stack can run raytune_ft, 1 when it is broken.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import platform
+import sys
+import warnings
+from dataclasses import dataclass
+
+from packaging.version import Version
+
+
+@dataclass
+class Finding:
+    ok: bool
+    what: str
+    advice: str = ""
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return None
+
+
+def check_stack() -> tuple[dict[str, str | None], list[Finding]]:
+    versions = {name: _version(name) for name in
+                ("torch", "mmcv", "mmengine", "mmdet", "ray", "optuna", "tensorboard",
+                 "setuptools", "pycocotools")}
+    versions["python"] = platform.python_version()
+    findings: list[Finding] = []
+    for name in ("torch", "mmcv", "mmengine", "mmdet", "ray", "optuna"):
+        if versions[name] is None:
+            findings.append(Finding(False, f"{name} is not installed",
+                                    "run scripts/setup.sh (or `make setup`)"))
+    mmcv, mmdet, torch_v = versions["mmcv"], versions["mmdet"], versions["torch"]
+    if mmcv and mmdet and Version(mmdet) < Version("3.4") and Version(mmcv) >= Version("2.2.0"):
+        findings.append(Finding(False, f"mmcv {mmcv} with mmdet {mmdet}",
+                                "mmdet 3.3 asserts mmcv < 2.2.0 at import; install mmcv==2.1.0"))
+    if torch_v and mmcv and Version(torch_v).release >= (2, 14) and Version(mmcv) < Version("2.2"):
+        findings.append(Finding(False, f"torch {torch_v} with mmcv {mmcv}",
+                                "mmcv 2.1.0 builds with -std=c++17 but torch >= 2.14 headers need "
+                                "C++20: use torch 2.13.0 (scripts/setup.sh pins it)"))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import pkg_resources  # noqa: F401
+    except ImportError:
+        findings.append(Finding(False, f"setuptools {versions['setuptools']} has no pkg_resources",
+                                "mmcv's setup.py and mmengine's mmdet:: base resolution import it: "
+                                "pip install 'setuptools>=77,<81'"))
+    if versions["ray"] is not None:
+        if importlib.util.find_spec("ray.dashboard") is None or _version("aiohttp") is None:
+            findings.append(Finding(False, "ray is installed without the [default] extra",
+                                    "Train V2 needs the dashboard/State API to clean up stopped "
+                                    "trials: pip install 'ray[default,tune,train]==2.60.0'"))
+    if mmcv is not None:
+        try:
+            import torch
+            from mmcv.ops import nms
+
+            boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 10.0, 10.0]])
+            nms(boxes, torch.tensor([0.9, 0.8]), 0.5)
+            findings.append(Finding(True, "mmcv compiled ops load (nms ran)"))
+        except Exception as err:  # noqa: BLE001 - any failure here means the ops are unusable
+            findings.append(Finding(False, f"mmcv compiled ops do not load: {err}",
+                                    "rebuild: MMCV_WITH_OPS=1 pip install --no-build-isolation "
+                                    "--force-reinstall mmcv==2.1.0"))
+    if mmdet is not None and not any(not f.ok and "mmcv" in f.what for f in findings):
+        try:
+            importlib.import_module("mmdet.models")
+            findings.append(Finding(True, "mmdet models import"))
+        except Exception as err:  # noqa: BLE001
+            findings.append(Finding(False, f"mmdet does not import: {err}"))
+    return versions, findings
+
+
+def main() -> int:
+    versions, findings = check_stack()
+    for name, version in versions.items():
+        print(f"{name:12s} {version or 'MISSING'}")
+    try:
+        import torch
+
+        print(f"{'cuda':12s} {torch.cuda.is_available()} ({torch.cuda.device_count()} GPU)")
+    except ImportError:
+        pass
+    for f in findings:
+        print(("ok    " if f.ok else "BROKEN ") + f.what + (f": {f.advice}" if f.advice else ""))
+    broken = [f for f in findings if not f.ok]
+    print("stack OK" if not broken else f"stack BROKEN ({len(broken)} problem(s))")
+    return 1 if broken else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

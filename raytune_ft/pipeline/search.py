@@ -1,0 +1,299 @@
+"""Tune an MMDetection fine-tune's schedule with Ray Tune + Optuna: `run_search(SearchConfig)`.
+
+THE owner of a search, end to end: plan and preflight (raytune_ft.pipeline.plan) -> the Tune
+run -> results -> confirmation (raytune_ft.pipeline.confirm) -> test score -> report. With no
+config it runs the embedded demo (real tree-crown images, ImageNet MobileNetV2 weights) on a
+local Ray. Outputs land in <storage_path>/<name>/ (a folder or a URI). `python -m
+raytune_ft.search` is the command line over this (raytune_ft.cli.search).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from raytune_ft.budget import format_duration
+from raytune_ft.experiment.record import save_config
+from raytune_ft.experiment.report import write_report_or_say
+from raytune_ft.options import SearchConfig
+from raytune_ft.pipeline.confirm import confirm_and_rewrite
+from raytune_ft.pipeline.plan import SearchPlan, prepare
+from raytune_ft.pipeline.testscore import score_and_rewrite
+from raytune_ft.storage import BUDGET_RECORD, OPTUNA_DB
+
+if TYPE_CHECKING:
+    from raytune_ft.experiment.results import TrialRow
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What a search produced.
+
+    Attributes:
+        status: "finished", "interrupted" (its state is saved: `resume_command` continues it)
+            or "checked" (`check_only`: preflight passed, no trial ran).
+        experiment: the experiment folder or URI.
+        summary: summary.json's content (best trial, metric, hyper-parameters, costs).
+        rows: one `TrialRow` per trial, in creation order (row 0 is the config's recipe).
+        config: the options the search ran with, every default resolved.
+    """
+
+    status: str
+    experiment: str
+    summary: dict[str, Any]
+    rows: list[TrialRow]
+    config: SearchConfig
+
+    @property
+    def best_hparams(self) -> dict[str, Any] | None:
+        """The winner's hyper-parameters: the best confirmed mean when the search confirmed
+        over seeds, else the best single run's."""
+        return self.summary.get("winner_hparams") or self.summary.get("best_hparams")
+
+    @property
+    def confirmation(self) -> dict[str, Any] | None:
+        """Seeds, every confirmed config's values, mean, std and paired interval to the recipe."""
+        return self.summary.get("confirmation")
+
+    @property
+    def test_score(self) -> dict[str, Any] | None:
+        """Winner and recipe scored on the held-out test set, when the config has one."""
+        return self.summary.get("test_score")
+
+    @property
+    def best_config(self) -> str | None:
+        return self.summary.get("best_config")
+
+    @property
+    def best_checkpoint(self) -> str | None:
+        return self.summary.get("best_checkpoint")
+
+    @property
+    def resume_command(self) -> str:
+        c = self.config
+        return (f"python -m raytune_ft.search --resume --name {c.name} --storage-path "
+                f"{c.storage_path} --config {c.config} --space {c.space}")
+
+
+def build_tuner(plan: SearchPlan, nodes: list[dict[str, float]], started_at: float | None = None):
+    """The search's Tune run: a new one, or the saved one with --resume."""
+    from ray import tune
+
+    from raytune_ft.tuning.scheduler import build_scheduler
+    from raytune_ft.tuning.searcher import build_search_algorithm
+    from raytune_ft.tuning.trackers import tune_callbacks
+    from raytune_ft.tuning.trainable import tune_trainable
+    from raytune_ft.tuning.tuner import restore_or_create, trial_driver_resources
+
+    config, job, exp = plan.config, plan.job, plan.experiment
+    trainable = tune.with_resources(tune.with_parameters(tune_trainable, job=job),
+                                    trial_driver_resources(nodes))
+
+    def create():
+        save_config(config, exp)
+        return tune.Tuner(
+            trainable,
+            param_space=job.space.to_tune(config.searcher, config.grid_points),
+            tune_config=tune.TuneConfig(
+                search_alg=build_search_algorithm(config, plan.points, job.metric, job.mode,
+                                                  exp, started_at),
+                scheduler=build_scheduler(config.scheduler, job.metric, job.mode,
+                                          config.resolved_grace, config.reduction_factor),
+                num_samples=1 if config.searcher == "grid" else config.num_samples,
+                max_concurrent_trials=config.max_concurrent,
+            ),
+            run_config=tune.RunConfig(
+                verbose=1, failure_config=tune.FailureConfig(max_failures=0),
+                callbacks=tune_callbacks(config, exp, publish=[OPTUNA_DB]),
+                **exp.tune_run_kwargs()),
+        )
+
+    if config.resume:
+        exp.fetch(OPTUNA_DB)  # the study a remote experiment keeps next to its Tune state
+    return restore_or_create(trainable, exp, create, resume=config.resume)
+
+
+def run_search(config: SearchConfig) -> SearchResult:
+    """Run (or resume) a search and write its results.
+
+    Preflight checks every input first (a bad one raises `UserError` before Ray starts), then
+    one Tune trial per sampled schedule runs the fine-tune as a Ray Train job; early stopping
+    and Optuna's TPE pick what runs next. Results land in the experiment: results.csv,
+    summary.json, best_config.py, best_checkpoint.pth, optuna.db, per-trial TensorBoard.
+
+    Args:
+        config: the search's options (`SearchConfig()` alone runs the embedded demo).
+
+    Returns:
+        A `SearchResult`; `status` is "interrupted" when Ctrl-C (or a lost driver) cut the
+        search short - `result.resume_command` continues it.
+
+    Example:
+        >>> from raytune_ft import SearchConfig, run_search
+        >>> result = run_search(SearchConfig(
+        ...     config="configs/kitti/faster_rcnn_r50_fpn_finetune.py",
+        ...     space="search_spaces/kitti.yaml", num_samples=16, workers_per_trial=2,
+        ...     gpus_per_worker=1, address="auto"))  # doctest: +SKIP
+        >>> print(result.best_hparams, result.best_config)  # doctest: +SKIP
+    """
+    from raytune_ft.engine.cluster import check_cluster_fits, init_ray
+    from raytune_ft.tuning.tuner import trial_driver_resources, trial_statuses
+
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # see trackers
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    started = time.time()
+    plan = prepare(config)
+    config = plan.config
+    print(f"[raytune_ft] preflight OK in {time.time() - started:.1f}s: config {config.config}, "
+          f"space {config.space}, {plan.train_images} train images, trial 0 = recipe "
+          f"{plan.points[0]}", flush=True)
+    nodes = init_ray(config.address)
+    check_cluster_fits(nodes, config.workers_per_trial, config.cpus_per_worker,
+                       config.gpus_per_worker, config.placement,
+                       trial_cpus=trial_driver_resources(nodes)["cpu"] * config.max_concurrent)
+    if config.check_only:
+        print(f"[raytune_ft] check-only: all checks passed in {time.time() - started:.1f}s "
+              f"({len(nodes)} Ray node(s)); no trial was started.")
+        return SearchResult("checked", plan.experiment.path, {}, [], config)
+    tuner = build_tuner(plan, nodes, started)
+    print(f"[raytune_ft] experiment {plan.experiment.path}: {config.num_samples} trial(s)"
+          + (f" or a time budget of {config.time_budget} (confirmation included), whichever "
+             "ends first" if config.time_budget else "")
+          + f", {config.searcher} + {config.scheduler}, metric {config.metric} ({config.mode})",
+          flush=True)
+    if not config.verbose:
+        print(f"[raytune_ft] full logs per trial: {plan.experiment.join('trials', 'trial_<id>')}"
+              "/mmengine/ (mmengine's log, stdout.log with the evaluation tables); --verbose "
+              "prints them here", flush=True)
+    grid = tuner.fit()  # Tune turns Ctrl-C into a clean stop with its state saved
+    statuses = trial_statuses(plan.experiment)
+    rows, summary = finish(grid, plan, statuses, started)
+    unfinished = [t for t, s in statuses.items() if s not in ("TERMINATED", "ERROR")]
+    expected = 1 if config.searcher == "grid" else config.num_samples
+    budget = budget_outcome(plan, started, len(statuses))
+    stopped_by_budget = bool(budget.get("stopped_because", "").startswith("time budget"))
+    status = ("interrupted" if unfinished or (len(statuses) < expected and not stopped_by_budget)
+              else "finished")
+    if budget:
+        print(f"[raytune_ft] search stopped after {len(statuses)} trial(s): "
+              f"{budget['stopped_because']}", flush=True)
+    confirm = status == "finished" and config.confirm > 0
+    if confirm and not confirmation_fits(plan, started):
+        print(f"[raytune_ft] the confirmation (about "
+              f"{format_duration(budget.get('confirmation_reserve_s') or 0)}) no longer fits in "
+              f"--time-budget {config.time_budget}: skipped; run it later with python -m "
+              f"raytune_ft.pipeline.confirm {plan.experiment.path}", flush=True)
+        confirm = False
+    if confirm:
+        finished = sum(1 for r in rows if r.status == "finished")
+        if finished < config.confirm:
+            print(f"[raytune_ft] --confirm {config.confirm}: only {finished} trial(s) ran their "
+                  f"full schedule; confirming {finished}.")
+        if finished:
+            summary = confirm_and_rewrite(plan, rows, min(config.confirm, finished),
+                                          config.seeds) or summary
+    elif status == "finished":
+        summary = score_and_rewrite(plan, rows, None) or summary
+    if budget:
+        summary = record_budget(plan, summary, budget, started)
+    if status == "finished":
+        say_demo_prediction(config, len(rows))
+    write_report_or_say(plan.experiment)
+    return SearchResult(status, plan.experiment.path, summary, rows, config)
+
+
+def say_demo_prediction(config: SearchConfig, trials: int) -> None:
+    """On the demo with the default design: what the curve replay predicts for this many
+    trials (is the returned config truly better than the recipe?)."""
+    from raytune_ft.data.demo import DEMO_CONFIG, DEMO_SPACE, replay_prediction
+
+    design = ("scheduler", "searcher", "startup_trials", "confirm", "seeds", "grace",
+              "reduction_factor", "max_concurrent")
+    default = SearchConfig()
+    if (config.config, config.space) != (str(DEMO_CONFIG), str(DEMO_SPACE)) or any(
+            getattr(config, k) != getattr(default, k) for k in design):
+        return
+    line = replay_prediction(trials)
+    if line:
+        print(f"[raytune_ft] {line}", flush=True)
+
+
+def _budget_state(plan: SearchPlan) -> dict[str, Any]:
+    import json
+
+    path = plan.experiment.local_path(BUDGET_RECORD)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def budget_outcome(plan: SearchPlan, started: float, trials: int) -> dict[str, Any]:
+    """The time budget's state when the search phase ended, and why it stopped ({} without a
+    budget)."""
+    config = plan.config
+    if config.time_budget is None:
+        return {}
+    state = _budget_state(plan)
+    if not state.get("stopped_because"):
+        expected = 1 if config.searcher == "grid" else config.num_samples
+        state["stopped_because"] = (f"--num-samples {config.num_samples} reached before the "
+                                    f"time budget" if trials >= expected else "interrupted")
+    return {"time_budget": config.time_budget, "time_budget_s": config.time_budget_s, **state}
+
+
+def confirmation_fits(plan: SearchPlan, started: float) -> bool:
+    """Without a time budget always; with one, `TimeBudget.confirmation_fits` on its state."""
+    from raytune_ft.budget import TimeBudget
+
+    if plan.config.time_budget is None:
+        return True
+    state = _budget_state(plan)
+    budget = TimeBudget(plan.config.time_budget_s, slots=plan.config.max_concurrent,
+                        confirm_runs=plan.config.confirm_runs,
+                        trial_lengths=list(state.get("trial_lengths_s") or []),
+                        full_lengths=list(state.get("full_lengths_s") or []))
+    return budget.confirmation_fits(time.time() - (state.get("started_at") or started))
+
+
+def record_budget(plan: SearchPlan, summary: dict[str, Any], budget: dict[str, Any],
+                  started: float) -> dict[str, Any]:
+    """summary.json gains the budget: its size, what was used, trials run, why it stopped."""
+    import json
+
+    used = time.time() - (budget.get("started_at") or started)
+    budget = {**budget, "used_s": used, "trials_run": summary.get("trials")}
+    summary = {**summary, "time_budget": budget}
+    plan.experiment.local_path("summary.json").write_text(
+        json.dumps(summary, indent=2, default=str))
+    plan.experiment.publish("summary.json")
+    print(f"[raytune_ft] time budget {budget['time_budget']}: used {format_duration(used)} "
+          f"({used / budget['time_budget_s']:.0%})", flush=True)
+    return summary
+
+
+def finish(grid, plan: SearchPlan, statuses: dict[str, str], started: float):
+    """Collect the trials into results files and print the final table; (rows, summary)."""
+    from raytune_ft.experiment.results import collect, format_table, write_hparams, write_results
+
+    job, exp = plan.job, plan.experiment
+    rows = collect(grid, job, statuses)
+    summary = write_results(rows, job)
+    write_hparams(rows, job)
+    exp.publish(OPTUNA_DB)
+    print("\n" + format_table(rows, job.metric))
+    print(f"\n[raytune_ft] {len(rows)} trials in {time.time() - started:.0f}s; by status "
+          f"{summary['by_status']}")
+    if summary["best_trial"]:
+        print(f"[raytune_ft] best: trial {summary['best_trial']} {job.metric}="
+              f"{summary['best_metric']:.4f} (recipe/trial 0: {summary['trial0_metric']}); "
+              f"hyper-parameters {summary['best_hparams']}")
+        print(f"[raytune_ft] best config:     {summary['best_config']}")
+        print(f"[raytune_ft] best checkpoint: {summary.get('best_checkpoint')}")
+    print(f"[raytune_ft] results:         {exp.join('results.csv')}, summary.json")
+    print(f"[raytune_ft] TensorBoard:     tensorboard --logdir {exp.path}")
+    if summary["by_status"].get("errored"):
+        print("[raytune_ft] some trials errored: see the reason column of results.csv")
+    return rows, summary
+
+
+__all__ = ["SearchResult", "run_search"]

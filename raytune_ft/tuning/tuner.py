@@ -1,0 +1,60 @@
+"""The one place a Tune run is opened: a new `tune.Tuner`, or `Tuner.restore` of the same
+experiment's saved state (the search's `--resume`, a confirmation finishing its runs), and what
+each Tune trial reserves for itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from raytune_ft.errors import UserError
+from raytune_ft.storage import ExperimentStorage
+
+TRIAL_DRIVER_CPU = 0.01  # the Tune trial only drives a Train run; its workers hold the resources
+
+
+def trial_driver_resources(nodes: list[dict[str, float]]) -> dict[str, float]:
+    """What a Tune trial (the driver of one Train run) reserves. On a cluster that offers the
+    `trial_driver` resource (cluster.yaml puts it on the CPU head) trials stay off GPU nodes."""
+    if any(n.get("trial_driver") for n in nodes):
+        return {"cpu": 0, "trial_driver": 1}
+    return {"cpu": TRIAL_DRIVER_CPU}
+
+
+def restore_or_create(trainable: Any, experiment: ExperimentStorage,
+                      create: Callable[[], Any], resume: bool | None = None):
+    """`Tuner.restore` of `experiment` (unfinished and errored trials run again from their last
+    checkpoints) when Tune saved state there, else `create()`.
+
+    resume: True when the caller promised a resume (no saved state is a UserError naming
+        --resume), False when it promised a new experiment (saved state is a UserError: the
+        name is taken), None when either is fine.
+    """
+    from ray import tune
+
+    where = experiment.restore_kwargs()
+    saved = tune.Tuner.can_restore(**where)
+    if resume is True and not saved:
+        raise UserError(f"--resume: no experiment to resume at '{experiment.path}'. Use the "
+                        "--name and --storage-path of the interrupted search.")
+    if resume is False and (saved or experiment.storage.exists(experiment.name, "tuner.pkl")):
+        raise UserError(f"experiment '{experiment.path}' exists already: pass --resume to "
+                        "continue it or choose another --name.")
+    if saved:
+        return tune.Tuner.restore(trainable=trainable, resume_unfinished=True,
+                                  resume_errored=True, **where)
+    return create()
+
+
+def trial_statuses(experiment: ExperimentStorage) -> dict[str, str]:
+    """Each trial's status as Tune saved it: what a resume would do with it (TERMINATED, ERROR,
+    or PENDING for a trial an interruption cut short: in memory Tune calls those TERMINATED)."""
+    from ray.tune import ExperimentAnalysis
+
+    where = experiment.restore_kwargs()
+    analysis = ExperimentAnalysis(where["path"], storage_filesystem=where["storage_filesystem"])
+    return {t.trial_id: t.status for t in analysis.trials}
+
+
+__all__ = ["TRIAL_DRIVER_CPU", "restore_or_create", "trial_driver_resources", "trial_statuses"]
