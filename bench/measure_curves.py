@@ -1,7 +1,7 @@
 """Measure the demo's learning-curve table (bench/curves/demo.json) that bench/replay.py replays.
 
 Every config of a grid over the demo space (lr x max_epochs x LR-step epoch, warmup fixed at the
-recipe's) is fine-tuned once with `raytune_ft.pipeline.train` (the same Ray Train engine a search uses,
+recipe's) is fine-tuned once with `python -m raytune_ft.train` (the same Ray Train engine a search uses,
 seeded), and its committed per-epoch reports are stored: val metrics, train loss, lr, and the
 wall-clock cost of each epoch. The run of each lr with the latest LR step also runs the LR-step
 probe after every epoch before its step, so the table holds a probe value for every
@@ -124,7 +124,7 @@ def main() -> None:
     table = load(out)
     table["about"] = {
         "what": "per-epoch val curves of the embedded demo (Faster R-CNN MobileNetV2-FPN on "
-                "deepforest tree tiles, 120 train / 50 val), one raytune_ft.pipeline.train run per config",
+                "deepforest tree tiles, 120 train / 50 val), one python -m raytune_ft.train run per config",
         "made_by": "bench/measure_curves.py",
         "grid": {"lr": sorted(args.lrs), "schedules (max_epochs, lr_step_epoch)": schedules,
                  "warmup_iters": WARMUP_ITERS},

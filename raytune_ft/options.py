@@ -41,7 +41,7 @@ DEFAULT_TRIALS = 8
 # 0.007 mAP) is small next to the spread of its configs (0.027), and its 4 full runs (1 config +
 # the recipe, 2 seeds) cost half of a 60-epoch budget (true quality 0.066 vs 0.102 without it).
 # `--confirm 1` (2 fresh seeds each, enough for a paired interval) or `python -m
-# raytune_ft.pipeline.confirm EXP` afterwards gives the verdict when the budget allows.
+# raytune_ft.confirm EXP` afterwards gives the verdict when the budget allows.
 DEFAULT_CONFIRM = 0
 CONFIRM_CLI_DEFAULT = 1  # `python -m raytune_ft.confirm EXP`: the best config and the recipe
 DEFAULT_SEEDS = 2

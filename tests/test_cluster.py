@@ -37,6 +37,14 @@ def test_cluster_yaml_passes_rays_checks():
     assert gpu["min_workers"] == 0 and gpu["resources"]["GPU"] >= 1
     assert prepared["available_node_types"]["head"]["resources"].get("GPU", 0) == 0
     assert "2.60.0" in " ".join(prepared["setup_commands"])
+    # token authentication on every node, the token mounted from the user's file, the
+    # dashboard (job API) on the head's localhost only
+    starts = prepared["head_start_ray_commands"] + prepared["worker_start_ray_commands"]
+    for command in (c for c in starts if "ray start" in c):
+        assert "RAY_AUTH_MODE=token ray start" in command, command
+    head = next(c for c in prepared["head_start_ray_commands"] if "ray start" in c)
+    assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in head
+    assert prepared["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
 
 
 def _drop(path: list[str]):
@@ -136,4 +144,179 @@ def test_trial_spans_nodes_and_a_search_runs_on_the_cluster(three_node_cluster, 
                       "--address", cluster.address, "--scheduler", "fifo", "--confirm", "0"])
     assert rc == 0
     summary = json.loads((tmp_path / "exp" / "onc" / "summary.json").read_text())
+    assert summary["by_status"] == {"finished": 2}
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+def test_a_trial_survives_losing_its_node(three_node_cluster, tiny_data, tiny_pretrained,
+                                          tmp_path):
+    """Two trials fill the two worker nodes; the node of the 3-epoch one (the recipe) is removed
+    (raylet, object store, workers) after its first committed epoch and a fresh node joins:
+    that trial resumes from its last checkpoint on the new node (the other, 8 epochs long,
+    still holds the other node), the other goes on, the search finishes, results.csv counts
+    the restart."""
+    import csv
+    import subprocess
+    import sys
+
+    from helpers import read_metrics
+
+    cluster, _ = three_node_cluster
+    cfg = write_tiny_config(tmp_path / "tiny.py", tiny_data, str(tiny_pretrained), max_epochs=3,
+                            extra=with_testing_hooks(RANK_AUDIT))
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  lr: {type: loguniform, low: 1.0e-3, high: 2.0e-2}\n"
+                     "  max_epochs: {type: choice, values: [3, 8]}\n")
+    exp = tmp_path / "exp" / "lose"
+    log = open(tmp_path / "search.log", "w")
+    search = subprocess.Popen(
+        [sys.executable, "-m", "raytune_ft.search", "--config", str(cfg), "--space", str(space),
+         "--num-samples", "2", "--max-concurrent", "2", "--points", '[{"max_epochs": 8}]',
+         "--storage-path", str(tmp_path / "exp"),
+         "--name", "lose", "--address", cluster.address, "--scheduler", "fifo",
+         "--max-failures", "2"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def first_epoch_of_both():
+            runs = [d for d in (exp / "trials").glob("trial_*") if read_metrics(d)]
+            return runs if len(runs) == 2 else None
+
+        runs = _wait_for(first_epoch_of_both, 300, "both trials to commit an epoch")
+        victim = next(d for d in runs if read_metrics(d)[0]["max_epochs"] == 3)
+        audit = (victim / "mmengine" / "ranks" / "rank0.jsonl").read_text().splitlines()
+        lost_node_id = json.loads(audit[-1])["node_id"]
+        committed = len(read_metrics(victim))
+        node = next(n for n in cluster.worker_nodes if n.node_id == lost_node_id)
+        cluster.remove_node(node, allow_graceful=False)
+        fresh = cluster.add_node(num_cpus=1)
+        assert search.wait(timeout=600) == 0, (tmp_path / "search.log").read_text()[-4000:]
+    finally:
+        if search.poll() is None:
+            search.kill()
+        log.close()
+
+    records = read_metrics(victim)
+    assert [r["epoch"] for r in records] == [1, 2, 3], "each epoch once, none lost or doubled"
+    resumed = [r for r in records if r["resumed"]]
+    assert resumed and all(r["start_epoch"] == resumed[0]["start_epoch"] for r in resumed)
+    assert committed + 1 >= resumed[0]["start_epoch"] >= 2  # at most the epoch in flight redone
+    after = [json.loads(line) for line in
+             (victim / "mmengine" / "ranks" / "rank0.jsonl").read_text().splitlines()]
+    assert after[-1]["node_id"] == fresh.node_id and after[-1]["resumed"] == 1
+    with open(exp / "results.csv") as f:
+        rows = {r["trial_id"]: r for r in csv.DictReader(f)}
+    victim_id = victim.name.removeprefix("trial_")
+    assert rows[victim_id]["status"] == "finished" and rows[victim_id]["restarts"] == "1"
+    other = next(r for tid, r in rows.items() if tid != victim_id)
+    assert other["status"] == "finished" and other["restarts"] == "0"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def token_head(tmp_path):
+    """A local Ray head started the way cluster.yaml starts one: RAY_AUTH_MODE=token with a
+    token file, the dashboard (job API) bound to 127.0.0.1."""
+    import os
+    import secrets
+    import subprocess
+    import sys
+
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    token = tmp_path / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    home = tmp_path / "home"  # no ~/.ray/auth_token of the machine's user leaks in
+    home.mkdir()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env = {**clean, "HOME": str(home), "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN_PATH": str(token)}
+    port, dashboard = _free_port(), _free_port()
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2",
+                    "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+                    "--include-dashboard=true", "--disable-usage-stats"],
+                   env=env, check=True, capture_output=True, timeout=180)
+    yield {"address": f"127.0.0.1:{port}", "jobs": f"http://127.0.0.1:{dashboard}",
+           "env": env, "no_token": {**clean, "HOME": str(home)}, "token": token}
+    subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+SUBMIT = """
+import sys, time
+from ray.job_submission import JobSubmissionClient, JobStatus
+try:
+    client = JobSubmissionClient(sys.argv[1])
+    job = client.submit_job(entrypoint="python -c 'print(6 * 7)'")
+except Exception as err:
+    print("REFUSED", type(err).__name__, err)
+    sys.exit(3)
+for _ in range(240):
+    status = client.get_job_status(job)
+    if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+        break
+    time.sleep(0.5)
+print(status, client.get_job_logs(job).strip().splitlines()[-1])
+"""
+
+
+@pytest.mark.slow
+def test_a_token_cluster_refuses_strangers_and_runs_a_search_with_the_token(
+        token_head, tiny_data, tiny_pretrained, tmp_path):
+    import subprocess
+    import sys
+
+    def submit(env: dict) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", SUBMIT, token_head["jobs"]], env=env,
+                              capture_output=True, text=True, timeout=240)
+
+    stranger = submit(token_head["no_token"])
+    assert stranger.returncode == 3 and "REFUSED" in stranger.stdout, stranger.stdout
+    assert "401" in stranger.stdout or "Unauthorized" in stranger.stdout
+    wrong_token = {**{k: v for k, v in token_head["env"].items()
+                      if k != "RAY_AUTH_TOKEN_PATH"}, "RAY_AUTH_TOKEN": "0" * 64}
+    wrong = submit(wrong_token)
+    assert wrong.returncode == 3 and ("403" in wrong.stdout or "Forbidden" in wrong.stdout)
+    holder = submit(token_head["env"])
+    assert holder.returncode == 0 and "SUCCEEDED 42" in holder.stdout, holder.stdout
+
+    cfg = write_tiny_config(tmp_path / "tiny.py", tiny_data, str(tiny_pretrained), max_epochs=1)
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  lr: {type: loguniform, low: 1.0e-3, high: 2.0e-2}\n")
+
+    def search(env: dict, name: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "raytune_ft.search", "--config", str(cfg), "--space",
+             str(space), "--num-samples", "2", "--storage-path", str(tmp_path / "exp"),
+             "--name", name, "--address", token_head["address"], "--scheduler", "fifo"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+    refused = search(wrong_token, "wrong")
+    assert refused.returncode == 2 and "RAY_AUTH_TOKEN" in refused.stderr, refused.stderr[-3000:]
+    assert "refused this driver" in refused.stderr and "Traceback" not in refused.stderr
+    missing = search({**token_head["env"],
+                      "RAY_AUTH_TOKEN_PATH": str(tmp_path / "no_such_token")}, "missing")
+    assert missing.returncode == 2 and "no_such_token" in missing.stderr, missing.stderr[-3000:]
+    ran = search(token_head["env"], "auth")
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    summary = json.loads((tmp_path / "exp" / "auth" / "summary.json").read_text())
     assert summary["by_status"] == {"finished": 2}

@@ -143,3 +143,49 @@ def test_an_experiment_made_with_the_old_module_paths_resumes(tmp_path, tiny_dat
     assert after["trials"] == before["trials"] == 1
     assert after["best_trial"] == before["best_trial"]
     assert after["best_metric"] == before["best_metric"]
+
+
+def test_a_finished_search_is_extended(tmp_path, tiny_data, tiny_pretrained):
+    """`--resume --num-samples 4` on a finished 2-trial search: 2 more trials told to the same
+    Optuna study (the recipe is not run again), results and report cover all 4."""
+    cfg = write_tiny_config(tmp_path / "tiny.py", tiny_data, str(tiny_pretrained), max_epochs=2)
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE.replace("[3]", "[2]"))
+    storage = tmp_path / "exp"
+    flags = ["--config", str(cfg), "--space", str(space), "--storage-path", str(storage),
+             "--name", "ext", "--scheduler", "fifo", "--confirm", "0", "--startup-trials", "1"]
+
+    def search(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "raytune_ft.search", *flags, *extra],
+                              cwd=REPO, capture_output=True, text=True, timeout=900)
+
+    first = search("--num-samples", "2")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    exp = storage / "ext"
+    before = {r["trial_id"]: r for r in csv.DictReader(open(exp / "results.csv"))}
+    shrink = search("--resume", "--num-samples", "1")
+    assert shrink.returncode == 2 and "--num-samples 1" in shrink.stderr, shrink.stderr
+
+    extended = search("--resume", "--num-samples", "4")
+    assert extended.returncode == 0, extended.stdout[-3000:] + extended.stderr[-3000:]
+    assert "extending the search: 2 more trial(s) to 4" in extended.stdout
+    rows = list(csv.DictReader(open(exp / "results.csv")))
+    assert [int(r["trial"]) for r in rows] == [0, 1, 2, 3]
+    assert len({r["trial_id"] for r in rows}) == 4 and all(r["status"] == "finished"
+                                                           for r in rows)
+    for r in rows[:2]:  # the first two are the same trials, not re-run
+        assert before[r["trial_id"]]["best coco/bbox_mAP"] == r["best coco/bbox_mAP"]
+    recipe_lr = rows[0]["space.lr"]
+    assert [r["space.lr"] for r in rows].count(recipe_lr) == 1, "the recipe ran once"
+    study = optuna.load_study(study_name="ext", storage=f"sqlite:///{exp / 'optuna.db'}")
+    assert len(study.trials) == 4
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    summary = json.loads((exp / "summary.json").read_text())
+    assert summary["trials"] == 4
+    page = (exp / "report.html").read_text()
+    assert all(r["trial_id"] in page for r in rows)
+    saved = json.loads((exp / "search_config.json").read_text())
+    assert saved["num_samples"] == 4  # a later --resume restores all 4
+    again = search("--resume")
+    assert again.returncode == 0 and "extending" not in again.stdout, again.stderr[-3000:]
+    assert len(list(csv.DictReader(open(exp / "results.csv")))) == 4

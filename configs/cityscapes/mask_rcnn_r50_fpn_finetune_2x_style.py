@@ -1,7 +1,7 @@
 # The same fine-tune as mask_rcnn_r50_fpn_finetune.py, its schedule and heads written exactly as
 # the MMDetection 2.x tutorial writes them (optimizer, optimizer_config, lr_config, runner,
 # log_config, model.pretrained). MMDetection 3.x ignores these keys silently; raytune_ft
-# translates them (raytune_ft/legacy.py) and logs each translation. Only the _base_ paths are
+# translates them (raytune_ft/mmconfig/legacy.py) and logs each translation. Only the _base_ paths are
 # 3.x's: the 2.x files (`../_base_/models/mask_rcnn_r50_fpn.py`) no longer exist.
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',

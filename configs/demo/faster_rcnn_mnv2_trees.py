@@ -1,5 +1,5 @@
 # The embedded demo: a small Faster R-CNN (ImageNet MobileNetV2 backbone + FPN) fine-tuned on
-# real aerial tree-crown tiles (deepforest's images and boxes, see raytune_ft/demo.py).
+# real aerial tree-crown tiles (deepforest's images and boxes, see raytune_ft/data/demo.py).
 # `python -m raytune_ft.train` / `.search` with no --config build data/demo/ and use this file.
 _base_ = [
     'mmdet::_base_/models/faster-rcnn_r50_fpn.py',

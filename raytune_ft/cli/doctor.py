@@ -60,6 +60,14 @@ def check_stack() -> tuple[dict[str, str | None], list[Finding]]:
             findings.append(Finding(False, "ray is installed without the [default] extra",
                                     "Train V2 needs the dashboard/State API to clean up stopped "
                                     "trials: pip install 'ray[default,tune,train]==2.60.0'"))
+        from raytune_ft.engine.cluster import auth_status, check_auth_token
+        from raytune_ft.errors import UserError
+
+        try:
+            check_auth_token()
+            findings.append(Finding(True, auth_status()))
+        except UserError as err:
+            findings.append(Finding(False, str(err)))
     if mmcv is not None:
         try:
             import torch

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from raytune_ft.errors import UserError
@@ -19,11 +20,75 @@ def default_cpus_per_worker(cpus_per_worker: float | None, workers: int, address
     return 1.0
 
 
+TOKEN_HELP = ("Set RAY_AUTH_TOKEN to the cluster's token (or RAY_AUTH_TOKEN_PATH to a file "
+              "holding it; default ~/.ray/auth_token, what `ray get-auth-token --generate` "
+              "wrote before `ray up cluster.yaml`) and RAY_AUTH_MODE=token.")
+
+
+def check_auth_token() -> None:
+    """The token the environment names is there: a RAY_AUTH_TOKEN_PATH file that exists and
+    is not empty, and with RAY_AUTH_MODE=token some token at all (Ray itself would fail later,
+    in a background thread, with a less clear message)."""
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if path:
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise UserError(f"RAY_AUTH_TOKEN_PATH names '{file}', which does not exist: no "
+                            f"token to authenticate with the Ray cluster. {TOKEN_HELP}")
+        if not file.read_text().strip():
+            raise UserError(f"RAY_AUTH_TOKEN_PATH names '{file}', which is empty: no token to "
+                            f"authenticate with the Ray cluster. {TOKEN_HELP}")
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" and not path \
+            and not os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        default = Path.home() / ".ray" / "auth_token"
+        if not default.is_file() or not default.read_text().strip():
+            raise UserError(f"RAY_AUTH_MODE=token but no token was found (RAY_AUTH_TOKEN is "
+                            f"unset, RAY_AUTH_TOKEN_PATH is unset and '{default}' is missing or "
+                            f"empty). {TOKEN_HELP}")
+
+
+def auth_status() -> str:
+    """Where this process's Ray token comes from, in words (`doctor` prints it)."""
+    mode = os.environ.get("RAY_AUTH_MODE", "").lower()
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        source = "RAY_AUTH_TOKEN"
+    elif os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        source = f"the file RAY_AUTH_TOKEN_PATH={os.environ['RAY_AUTH_TOKEN_PATH']}"
+    elif (Path.home() / ".ray" / "auth_token").is_file():
+        source = str(Path.home() / ".ray" / "auth_token")
+    else:
+        source = None
+    if mode == "token":
+        return f"Ray token authentication on (RAY_AUTH_MODE=token), token from {source}"
+    return (f"RAY_AUTH_MODE is {mode or 'unset'}: --address of a cluster.yaml cluster (token "
+            "authentication) needs RAY_AUTH_MODE=token" + (f"; a token is in {source}"
+                                                           if source else " and its token"))
+
+
+def _refused_token(err: BaseException) -> str | None:
+    """Why the cluster refused this driver's token, when that is what `err` is about (Ray
+    raises "Failed to connect to Ray cluster" from a GCS error whose text carries the
+    AuthenticationError), else None."""
+    from ray.exceptions import AuthenticationError
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, AuthenticationError):
+            return err.message
+        if "InvalidAuthToken" in str(err):
+            return "authentication token is missing or incorrect (InvalidAuthToken)"
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def init_ray(address: str | None, quiet: bool = True) -> list[dict[str, float]]:
-    """Connect to a cluster or start a local Ray; return each alive node's total resources."""
+    """Connect to a cluster or start a local Ray; return each alive node's total resources.
+    A cluster that refuses this driver's token is a UserError naming RAY_AUTH_TOKEN."""
     import ray
 
     if not ray.is_initialized():
+        check_auth_token()
         os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
         if not address:
             # Ray starts workers at niceness 15, so on a small machine its own daemons and any
@@ -33,10 +98,14 @@ def init_ray(address: str | None, quiet: bool = True) -> list[dict[str, float]]:
         kwargs: dict[str, Any] = {"log_to_driver": True}
         if quiet:
             kwargs["logging_level"] = "WARNING"
-        if address:
-            ray.init(address=address, **kwargs)
-        else:
-            ray.init(**kwargs)
+        try:
+            ray.init(address=address, **kwargs) if address else ray.init(**kwargs)
+        except Exception as err:  # noqa: BLE001 - re-raised unless a refused token is its cause
+            refused = _refused_token(err)
+            if refused is None:
+                raise
+            raise UserError(f"the Ray cluster at --address {address} refused this driver: "
+                            f"{refused.split('. Ensure')[0]}. {TOKEN_HELP}") from None
     return [{k: float(v) for k, v in n["Resources"].items()} for n in ray.nodes() if n["Alive"]]
 
 

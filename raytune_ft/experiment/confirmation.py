@@ -100,6 +100,7 @@ class Confirmation:
     def to_json(self) -> dict[str, Any]:
         winner = self.winner
         return {
+            "folder": self.job.experiment.name if self.job is not None else None,
             "seeds": self.seeds,
             "winner_trial": winner.source_trial if winner else None,
             "winner_beats_recipe_beyond_noise": bool(winner and self.beats_recipe(winner)),

@@ -59,7 +59,7 @@ def load(experiment: ExperimentStorage) -> ReportData:
     mode = summary.get("mode") or mode
     rows = read_rows(experiment)
     records = {tid: experiment.records(tid) for tid in trial_ids}
-    confirm = confirm_experiment(experiment)
+    confirm = confirm_experiment(experiment, (summary.get("confirmation") or {}).get("folder"))
     for row in rows:
         if row.phase == "confirm":
             records[row.trial_id] = confirm.records(row.trial_id)

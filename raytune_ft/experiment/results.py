@@ -39,6 +39,7 @@ class TrialRow:
     phase: str = "search"  # or "confirm": a re-run of a search trial's config with a new seed
     seed: int | None = None
     source_trial: str | None = None  # confirm rows: the search trial whose config this re-ran
+    restarts: int = 0  # times the trial resumed from its checkpoint (a lost worker, node or driver)
 
 
 def collect(results, job: SearchJob, statuses: dict[str, str] | None = None) -> list[TrialRow]:
@@ -103,8 +104,10 @@ def trial_row(job: SearchJob, trial_id: str, order: int, config: dict[str, Any],
     saved = 0.0
     if status == "stopped" and epochs_run:
         saved = device_s / epochs_run * (max_epochs - epochs_run)
+    restarts = len({e.get("start_epoch") for e in records if e.get("resumed")})
     return TrialRow(trial_id, order, config, hparams, status, reason, epochs_run, max_epochs,
-                    best, best_epoch, values[-1] if values else None, device_s, saved)
+                    best, best_epoch, values[-1] if values else None, device_s, saved,
+                    restarts=restarts)
 
 
 def _trial_id_from_path(path: str, known: dict[str, str]) -> str:
@@ -215,7 +218,7 @@ def write_csv(rows: list[TrialRow], job: SearchJob, path: Path) -> None:
         writer.writerow(["trial", "trial_id", "phase", "seed", "source_trial", "status", "reason",
                          *[f"space.{k}" for k in cfg_keys], *hp_keys, f"best {job.metric}",
                          "best_epoch", f"last {job.metric}", "epochs_run", "epochs_planned",
-                         f"{device}_seconds"])
+                         f"{device}_seconds", "restarts"])
         for r in rows:
             point = sampled_point(r.config)
             writer.writerow([r.order, r.trial_id, r.phase, "" if r.seed is None else r.seed,
@@ -223,7 +226,7 @@ def write_csv(rows: list[TrialRow], job: SearchJob, path: Path) -> None:
                              *[point.get(k, "") for k in cfg_keys],
                              *[json.dumps(r.hparams[k]) if k in r.hparams else "" for k in hp_keys],
                              metric_text(r.best_metric), r.best_epoch or "", metric_text(r.last_metric),
-                             r.epochs_run, r.max_epochs, f"{r.device_seconds:.1f}"])
+                             r.epochs_run, r.max_epochs, f"{r.device_seconds:.1f}", r.restarts])
 
 
 def read_rows(experiment) -> list[TrialRow]:

@@ -31,6 +31,7 @@ class SearchPlan:
     job: SearchJob
     points: list[dict[str, Any]]
     train_images: int
+    saved_num_samples: int = 0  # with --resume: the trials the search was last run with
 
     @property
     def experiment(self) -> ExperimentStorage:
@@ -54,12 +55,42 @@ def resolve_defaults(config: SearchConfig) -> SearchConfig:
     changes["cpus_per_worker"] = default_cpus_per_worker(
         config.cpus_per_worker, config.workers_per_trial, config.address, demo,
         reserved=TRIAL_DRIVER_CPU)
-    if config.num_samples is None:
-        changes["num_samples"] = DEMO_TRIALS if demo else DEFAULT_TRIALS
+    if config.num_samples is None:  # a resume runs to the count the search was run with
+        saved = saved_config(config)
+        changes["num_samples"] = (saved.num_samples if saved is not None
+                                  else DEMO_TRIALS if demo else DEFAULT_TRIALS)
     if demo and config.time_budget is None and config.searcher != "grid":
         changes["time_budget"] = DEMO_TIME_BUDGET
     changes["name"] = config.name or time.strftime("search_%Y%m%d_%H%M%S")
     return config.replace(**changes)
+
+
+def saved_config(config: SearchConfig) -> SearchConfig | None:
+    """With --resume, the options the experiment was last run with (None for a new search or
+    an experiment without search_config.json)."""
+    from raytune_ft.experiment.record import load_config_of
+
+    if not config.resume or not config.name:
+        return None
+    try:
+        return load_config_of(ExperimentStorage.create(config.storage_path, config.name))
+    except UserError:
+        return None
+
+
+def check_extension(config: SearchConfig, saved: SearchConfig | None) -> None:
+    """`--resume --num-samples N` continues to N trials in all; N below what the search was
+    run with would silently drop nothing and run nothing: refused."""
+    if config.resume and saved is None:
+        where = ExperimentStorage.create(config.storage_path, config.name)
+        raise UserError(f"--resume: '{where.path}' holds no search to resume or extend (no "
+                        "search_config.json). Use the --name and --storage-path of a search "
+                        "that was started.")
+    if saved is not None and config.num_samples < saved.num_samples:
+        raise UserError(f"{flag('num_samples')} {config.num_samples} with --resume: the search "
+                        f"'{config.name}' was run with {saved.num_samples} trial(s). --resume "
+                        f"finishes those; to extend it pass --num-samples above "
+                        f"{saved.num_samples} (the total, new trials = N - trials run).")
 
 
 def prepare(config: SearchConfig) -> SearchPlan:
@@ -125,7 +156,10 @@ def prepare(config: SearchConfig) -> SearchPlan:
                                 config.reduction_factor, config.probe_length),
         verbose=config.verbose,
     )
-    return SearchPlan(config, job, points, data["images"])
+    saved = saved_config(config)
+    check_extension(config, saved)
+    return SearchPlan(config, job, points, data["images"],
+                      saved.num_samples if saved is not None else 0)
 
 
 def check_scheduler_args(config: SearchConfig, cfg) -> None:

@@ -21,7 +21,7 @@ from raytune_ft.options import SearchConfig
 from raytune_ft.pipeline.confirm import confirm_and_rewrite
 from raytune_ft.pipeline.plan import SearchPlan, prepare
 from raytune_ft.pipeline.testscore import score_and_rewrite
-from raytune_ft.storage import BUDGET_RECORD, OPTUNA_DB
+from raytune_ft.storage import BUDGET_RECORD, OPTUNA_DB, ExperimentStorage
 
 if TYPE_CHECKING:
     from raytune_ft.experiment.results import TrialRow
@@ -77,8 +77,26 @@ class SearchResult:
                 f"{c.storage_path} --config {c.config} --space {c.space}")
 
 
-def build_tuner(plan: SearchPlan, nodes: list[dict[str, float]], started_at: float | None = None):
-    """The search's Tune run: a new one, or the saved one with --resume."""
+@dataclass
+class TuneRun:
+    """One Tune run of a search - the first, or an extension - after `fit()`."""
+
+    where: ExperimentStorage  # where its Tune state lives
+    grid: Any  # Tune's ResultGrid
+    statuses: dict[str, str]  # trial id -> Tune's saved status
+
+    @property
+    def unfinished(self) -> list[str]:
+        return [t for t, s in self.statuses.items() if s not in ("TERMINATED", "ERROR")]
+
+
+def build_tuner(plan: SearchPlan, nodes: list[dict[str, float]], started_at: float | None = None,
+                where: ExperimentStorage | None = None, num_samples: int | None = None,
+                points: list[dict[str, Any]] | None = None, resume: bool | None = None):
+    """A Tune run of the search: the first (`where` the experiment; with --resume its saved
+    state) or an extension (`where` its extend_<k> folder, `num_samples` new trials, no
+    points: the recipe ran in the first). Every run's trials keep their records in the
+    experiment's trials/ and tell the one Optuna study in optuna.db."""
     from ray import tune
 
     from raytune_ft.tuning.scheduler import build_scheduler
@@ -88,6 +106,7 @@ def build_tuner(plan: SearchPlan, nodes: list[dict[str, float]], started_at: flo
     from raytune_ft.tuning.tuner import restore_or_create, trial_driver_resources
 
     config, job, exp = plan.config, plan.job, plan.experiment
+    where = where or exp
     trainable = tune.with_resources(tune.with_parameters(tune_trainable, job=job),
                                     trial_driver_resources(nodes))
 
@@ -97,22 +116,59 @@ def build_tuner(plan: SearchPlan, nodes: list[dict[str, float]], started_at: flo
             trainable,
             param_space=job.space.to_tune(config.searcher, config.grid_points),
             tune_config=tune.TuneConfig(
-                search_alg=build_search_algorithm(config, plan.points, job.metric, job.mode,
-                                                  exp, started_at),
+                search_alg=build_search_algorithm(
+                    config, plan.points if points is None else points, job.metric, job.mode,
+                    exp, started_at),
                 scheduler=build_scheduler(config.scheduler, job.metric, job.mode,
                                           config.resolved_grace, config.reduction_factor),
-                num_samples=1 if config.searcher == "grid" else config.num_samples,
+                num_samples=(1 if config.searcher == "grid"
+                             else num_samples or config.num_samples),
                 max_concurrent_trials=config.max_concurrent,
             ),
             run_config=tune.RunConfig(
                 verbose=1, failure_config=tune.FailureConfig(max_failures=0),
                 callbacks=tune_callbacks(config, exp, publish=[OPTUNA_DB]),
-                **exp.tune_run_kwargs()),
+                **where.tune_run_kwargs()),
         )
 
     if config.resume:
         exp.fetch(OPTUNA_DB)  # the study a remote experiment keeps next to its Tune state
-    return restore_or_create(trainable, exp, create, resume=config.resume)
+    return restore_or_create(trainable, where, create,
+                             resume=config.resume if resume is None else resume)
+
+
+def fit(where: ExperimentStorage, tuner) -> TuneRun:
+    """Run a Tune run to its end (Tune turns Ctrl-C into a clean stop with its state saved)."""
+    from raytune_ft.tuning.tuner import trial_statuses
+
+    grid = tuner.fit()
+    return TuneRun(where, grid, trial_statuses(where))
+
+
+def run_tune(plan: SearchPlan, nodes: list[dict[str, float]], started: float) -> list[TuneRun]:
+    """The search's Tune runs: the first; with --resume also every extension already made,
+    each restored; and, when --num-samples asks for more trials than the search was run with
+    and every earlier run has finished, one new extension with the difference."""
+    from raytune_ft.experiment.record import extension_run, extension_runs
+
+    config, exp = plan.config, plan.experiment
+    runs = [fit(exp, build_tuner(plan, nodes, started))]
+    if not config.resume:
+        return runs
+    for where in extension_runs(exp):
+        runs.append(fit(where, build_tuner(plan, nodes, started, where=where, resume=True)))
+    ran = sum(len(r.statuses) for r in runs)
+    more = config.num_samples - ran if config.num_samples > plan.saved_num_samples else 0
+    if more <= 0 or any(r.unfinished for r in runs) or config.searcher == "grid":
+        return runs
+    where = extension_run(exp, len(runs))
+    print(f"[raytune_ft] extending the search: {more} more trial(s) to {config.num_samples} in "
+          f"all, told to the same Optuna study ({ran} trial(s) in it); Tune run in "
+          f"{where.path}", flush=True)
+    tuner = build_tuner(plan, nodes, time.time(), where=where, num_samples=more, points=[],
+                        resume=False)
+    runs.append(fit(where, tuner))
+    return runs
 
 
 def run_search(config: SearchConfig) -> SearchResult:
@@ -139,7 +195,7 @@ def run_search(config: SearchConfig) -> SearchResult:
         >>> print(result.best_hparams, result.best_config)  # doctest: +SKIP
     """
     from raytune_ft.engine.cluster import check_cluster_fits, init_ray
-    from raytune_ft.tuning.tuner import trial_driver_resources, trial_statuses
+    from raytune_ft.tuning.tuner import trial_driver_resources
 
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # see trackers
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
@@ -157,7 +213,6 @@ def run_search(config: SearchConfig) -> SearchResult:
         print(f"[raytune_ft] check-only: all checks passed in {time.time() - started:.1f}s "
               f"({len(nodes)} Ray node(s)); no trial was started.")
         return SearchResult("checked", plan.experiment.path, {}, [], config)
-    tuner = build_tuner(plan, nodes, started)
     print(f"[raytune_ft] experiment {plan.experiment.path}: {config.num_samples} trial(s)"
           + (f" or a time budget of {config.time_budget} (confirmation included), whichever "
              "ends first" if config.time_budget else "")
@@ -167,10 +222,10 @@ def run_search(config: SearchConfig) -> SearchResult:
         print(f"[raytune_ft] full logs per trial: {plan.experiment.join('trials', 'trial_<id>')}"
               "/mmengine/ (mmengine's log, stdout.log with the evaluation tables); --verbose "
               "prints them here", flush=True)
-    grid = tuner.fit()  # Tune turns Ctrl-C into a clean stop with its state saved
-    statuses = trial_statuses(plan.experiment)
-    rows, summary = finish(grid, plan, statuses, started)
-    unfinished = [t for t, s in statuses.items() if s not in ("TERMINATED", "ERROR")]
+    runs = run_tune(plan, nodes, started)
+    statuses = {t: s for run in runs for t, s in run.statuses.items()}
+    rows, summary = finish(runs, plan, started)
+    unfinished = [t for run in runs for t in run.unfinished]
     expected = 1 if config.searcher == "grid" else config.num_samples
     budget = budget_outcome(plan, started, len(statuses))
     stopped_by_budget = bool(budget.get("stopped_because", "").startswith("time budget"))
@@ -184,7 +239,7 @@ def run_search(config: SearchConfig) -> SearchResult:
         print(f"[raytune_ft] the confirmation (about "
               f"{format_duration(budget.get('confirmation_reserve_s') or 0)}) no longer fits in "
               f"--time-budget {config.time_budget}: skipped; run it later with python -m "
-              f"raytune_ft.pipeline.confirm {plan.experiment.path}", flush=True)
+              f"raytune_ft.confirm {plan.experiment.path}", flush=True)
         confirm = False
     if confirm:
         finished = sum(1 for r in rows if r.status == "finished")
@@ -271,14 +326,24 @@ def record_budget(plan: SearchPlan, summary: dict[str, Any], budget: dict[str, A
     return summary
 
 
-def finish(grid, plan: SearchPlan, statuses: dict[str, str], started: float):
-    """Collect the trials into results files and print the final table; (rows, summary)."""
-    from raytune_ft.experiment.results import collect, format_table, write_hparams, write_results
+def finish(runs: list[TuneRun], plan: SearchPlan, started: float):
+    """Collect the trials of every Tune run into results files (trial numbers run on through
+    the extensions) and print the final table; (rows, summary)."""
+    from raytune_ft.experiment.results import (collect, format_table, read_rows, write_hparams,
+                                               write_results)
 
     job, exp = plan.job, plan.experiment
-    rows = collect(grid, job, statuses)
+    written = {r.trial_id for r in read_rows(exp) if r.phase == "search"
+               and r.status != "unfinished"}  # HParams already in their TensorBoard runs
+    rows = []
+    for run in runs:
+        offset = len(rows)
+        for row in collect(run.grid, job, run.statuses):
+            row.order += offset
+            rows.append(row)
+    rows.sort(key=lambda r: r.order)
     summary = write_results(rows, job)
-    write_hparams(rows, job)
+    write_hparams([r for r in rows if r.trial_id not in written], job)
     exp.publish(OPTUNA_DB)
     print("\n" + format_table(rows, job.metric))
     print(f"\n[raytune_ft] {len(rows)} trials in {time.time() - started:.0f}s; by status "
