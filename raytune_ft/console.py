@@ -108,3 +108,24 @@ def columns(head: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     return "\n".join("  ".join(x.ljust(w) for x, w in zip(line, widths))
                      for line in [head, *body])
+
+
+LIBRARY_LOGGERS = ("ray", "optuna")
+
+
+def log_libraries_to(path: os.PathLike | str) -> None:
+    """Ray's and Optuna's log records in this (driver) process go to `path`; their console
+    handlers keep only ERROR and above, so a real error still shows. Called again after
+    ray.init (which sets the ray logger's level); idempotent."""
+    target = os.path.abspath(path)
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in logger.handlers:
+            if not isinstance(handler, logging.FileHandler):
+                handler.setLevel(logging.ERROR)
+        if not any(isinstance(h, logging.FileHandler) and h.baseFilename == target
+                   for h in logger.handlers):
+            handler = logging.FileHandler(target, encoding="utf-8")
+            handler.setFormatter(logging.Formatter(
+                "%(asctime)s %(levelname)s %(name)s %(filename)s:%(lineno)s -- %(message)s"))
+            logger.addHandler(handler)

@@ -35,6 +35,7 @@ TRIALS_DIR = "trials"  # <experiment>/trials/trial_<id>/: one Ray Train run per 
 METRICS_FILE = "metrics.jsonl"  # committed epoch reports of a run, one JSON object per line
 TB_DIR = "tensorboard"
 OPTUNA_DB = "optuna.db"  # <experiment>/optuna.db: the Optuna study (TPE's memory)
+DRIVER_LOG = "driver.log"  # <experiment>/driver.log: Ray's and Optuna's driver-side log records
 BUDGET_RECORD = "budget.json"  # <experiment>/budget.json: the time budget's state, why it stopped
 CACHE_ENV = "RAYTUNE_FT_CACHE"  # where remote experiments are staged (default ~/.cache/raytune_ft)
 CHECK_TIMEOUT_S = 30.0

@@ -29,9 +29,7 @@ class EpochRecordCallback(UserCallback):
     """
 
     def __init__(self, run_dir: str, tensorboard: bool = True,
-                 publish_to: tuple[Storage, str] | None = None,
-                 announce: tuple[str, str | None] | None = None) -> None:
-        self.announce = announce  # (run name, metric): print one line per committed epoch
+                 publish_to: tuple[Storage, str] | None = None) -> None:
         self.run_dir = run_dir
         self.tensorboard = tensorboard
         self.publish_to = publish_to
@@ -56,10 +54,6 @@ class EpochRecordCallback(UserCallback):
         if self.publish_to:
             storage, name = self.publish_to
             storage.upload(self.run_dir, name)
-        if self.announce:
-            from raytune_ft.console import epoch_line
-
-            print(epoch_line(self.announce[0], report, self.announce[1]), flush=True)
 
     def _write_scalars(self, report: dict[str, Any]) -> None:
         from tensorboardX import SummaryWriter

@@ -82,11 +82,30 @@ def _refused_token(err: BaseException) -> str | None:
     return None
 
 
-def init_ray(address: str | None, quiet: bool = True) -> list[dict[str, float]]:
+def ray_logs_dir() -> str:
+    """Where this node's Ray processes log (the session's logs folder)."""
+    try:
+        import ray
+
+        return ray._private.worker._global_node.get_logs_dir_path()
+    except Exception:  # noqa: BLE001 - Ray not started here, or its internals moved
+        return "/tmp/ray/session_latest/logs"
+
+
+def init_ray(address: str | None, quiet: bool = True,
+             log_file: str | os.PathLike | None = None) -> list[dict[str, float]]:
     """Connect to a cluster or start a local Ray; return each alive node's total resources.
-    A cluster that refuses this driver's token is a UserError naming RAY_AUTH_TOKEN."""
+    A cluster that refuses this driver's token is a UserError naming RAY_AUTH_TOKEN.
+
+    `log_file` (a run without --verbose): Ray's and Optuna's records of this driver go there
+    instead of the console, and the actors' output stays in each node's Ray session logs (the
+    console is the driver's own lines: raytune_ft.tuning.progress, EpochFollower)."""
     import ray
 
+    from raytune_ft.console import log_libraries_to
+
+    if log_file is not None:
+        log_libraries_to(log_file)
     if not ray.is_initialized():
         check_auth_token()
         os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
@@ -95,7 +114,7 @@ def init_ray(address: str | None, quiet: bool = True) -> list[dict[str, float]]:
             # other process take CPU from training (measured: bench/overhead.py). Training is the
             # point of this Ray instance: run it at normal priority.
             os.environ.setdefault("RAY_worker_niceness", "0")
-        kwargs: dict[str, Any] = {"log_to_driver": True}
+        kwargs: dict[str, Any] = {"log_to_driver": log_file is None}
         if quiet:
             kwargs["logging_level"] = "WARNING"
         try:
@@ -106,6 +125,8 @@ def init_ray(address: str | None, quiet: bool = True) -> list[dict[str, float]]:
                 raise
             raise UserError(f"the Ray cluster at --address {address} refused this driver: "
                             f"{refused.split('. Ensure')[0]}. {TOKEN_HELP}") from None
+    if log_file is not None:
+        log_libraries_to(log_file)  # ray.init set the ray logger up again
     return [{k: float(v) for k, v in n["Resources"].items()} for n in ray.nodes() if n["Alive"]]
 
 

@@ -121,18 +121,70 @@ def build_trainer(cfg: Config, spec: TrialSpec, callbacks: list | None = None):
             ),
             checkpoint_config=checkpoint_config,
             callbacks=callbacks or None,
+            # Train's own INFO lines (requesting resources, starting the worker group, the
+            # process group) stay in Ray's train log files unless --verbose
+            logging_config=ray.train.LoggingConfig(log_level="INFO" if spec.verbose
+                                                   else "WARNING"),
         ),
     )
 
 
-def run_trial(cfg: Config, spec: TrialSpec, callbacks: list | None = None):
+class EpochFollower:
+    """Print a run's committed epochs on the driver as they land in its storage (`train`: the
+    driver waits in `TorchTrainer.fit()`; the actors' own output stays in Ray's logs)."""
+
+    def __init__(self, spec: TrialSpec, every_s: float = 2.0) -> None:
+        import threading
+
+        self.spec, self.every_s, self.printed = spec, every_s, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="epoch-follower")
+
+    def __enter__(self) -> EpochFollower:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.poll()  # the last epoch, committed just before fit() returned
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.poll()
+
+    def poll(self) -> None:
+        from raytune_ft.console import epoch_line
+        from raytune_ft.storage import read_records
+
+        try:
+            records = read_records(self.spec.storage, self.spec.name)
+        except Exception:  # noqa: BLE001 - a half-written file or a slow bucket: next time
+            return
+        for report in records[self.printed:]:
+            if report.get("start_epoch") == report.get("epoch"):
+                start = (f"resumed at epoch {report['start_epoch']} from {report.get('init_from')}"
+                         if report.get("resumed") else
+                         f"fresh start from load_from={report.get('init_from')}")
+                print(f"[raytune_ft] {self.spec.name}: {start}", flush=True)
+            print(epoch_line(self.spec.name, report, self.spec.metric), flush=True)
+        self.printed = max(self.printed, len(records))
+
+
+def run_trial(cfg: Config, spec: TrialSpec, callbacks: list | None = None,
+              announce: bool = True):
     """Run the fine-tune to its end (resuming a previous run of the same name) and return the
-    Ray Train `Result`."""
+    Ray Train `Result`. `announce`: print one line per committed epoch from this driver
+    (`train`); a Tune trial's epochs are printed by the search's driver instead."""
     from raytune_ft.engine.callbacks import EpochRecordCallback
 
     if not spec.storage.is_remote:
         os.makedirs(spec.storage.root, exist_ok=True)
     record = EpochRecordCallback(spec.record_dir(),
                                  publish_to=(spec.storage, spec.name) if spec.storage.is_remote
-                                 else None, announce=(spec.name, spec.metric))
-    return build_trainer(cfg, spec, [record, *(callbacks or [])]).fit()
+                                 else None)
+    trainer = build_trainer(cfg, spec, [record, *(callbacks or [])])
+    if not announce:
+        return trainer.fit()
+    with EpochFollower(spec):
+        return trainer.fit()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import json
+import warnings
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -253,7 +254,12 @@ def figures(data: ReportData) -> list[tuple[str, str, Any]]:
     if complete and study.trials[0].params:
         out.append(("slice", "Metric vs each hyper-parameter", vis.plot_slice(study)))
         try:
-            importance = vis.plot_param_importances(study)
+            with warnings.catch_warnings(record=True) as said:
+                warnings.simplefilter("always")
+                importance = vis.plot_param_importances(study)
+            if said:  # e.g. "importances will be equal": the page says it, not the console
+                importance = (f"Parameter importances cannot be told apart here: "
+                              f"{said[0].message}")
         except (RuntimeError, ValueError, ZeroDivisionError) as err:
             importance = f"Not enough finished trials to rank parameters ({err})."
         if len(complete) < 3:

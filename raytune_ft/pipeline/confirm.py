@@ -28,15 +28,20 @@ def run_confirmation(plan: SearchPlan, rows: list[TrialRow], k: int,
 
     from raytune_ft.engine.cluster import init_ray
     from raytune_ft.experiment.results import collect
+    from raytune_ft.storage import DRIVER_LOG
+    from raytune_ft.tuning.progress import ConsoleProgress
+    from raytune_ft.tuning.trackers import result_loggers
     from raytune_ft.tuning.trainable import confirm_trainable
-    from raytune_ft.tuning.tuner import restore_or_create, trial_driver_resources, trial_statuses
+    from raytune_ft.tuning.tuner import (fit_quietly, restore_or_create, trial_driver_resources,
+                                         trial_statuses)
 
     config = plan.config
     seeds = list(range(FIRST_SEED, FIRST_SEED + n_seeds))
     candidates = pick_candidates(rows, k, plan.job.mode)
     exp = confirm_experiment(plan.experiment)
     job = dataclasses.replace(plan.job, experiment=exp, probe=None)
-    nodes = init_ray(config.address)
+    nodes = init_ray(config.address, log_file=None if config.verbose
+                     else plan.experiment.local_path(DRIVER_LOG))
     trainable = tune.with_resources(tune.with_parameters(confirm_trainable, job=job),
                                     trial_driver_resources(nodes))
     print(f"\n[raytune_ft] confirmation: {len(candidates)} config(s) "
@@ -47,16 +52,19 @@ def run_confirmation(plan: SearchPlan, rows: list[TrialRow], k: int,
         space = {"candidate": tune.grid_search([{"source": c.source_trial, "point": c.point}
                                                 for c in candidates]),
                  "seed": tune.grid_search(seeds)}
+        # the generator bounds concurrency itself (Tune ignores max_concurrent_trials then)
         return tune.Tuner(
             trainable, param_space=space,
             tune_config=tune.TuneConfig(
-                search_alg=BasicVariantGenerator(max_concurrent=config.max_concurrent),
-                max_concurrent_trials=config.max_concurrent),
+                search_alg=BasicVariantGenerator(max_concurrent=config.max_concurrent)),
             run_config=tune.RunConfig(
-                verbose=1, failure_config=tune.FailureConfig(max_failures=0),
+                verbose=1 if config.verbose else 0,
+                failure_config=tune.FailureConfig(max_failures=0),
+                callbacks=[*result_loggers(),
+                           ConsoleProgress(job.metric, job.mode, len(candidates) * len(seeds))],
                 **exp.tune_run_kwargs()))
 
-    grid = restore_or_create(trainable, exp, create).fit()
+    grid = fit_quietly(restore_or_create(trainable, exp, create), config.verbose)
     runs = collect(grid, job, trial_statuses(exp))
     by_source = {c.source_trial: c for c in candidates}
     for r in runs:

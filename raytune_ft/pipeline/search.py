@@ -21,7 +21,7 @@ from raytune_ft.options import SearchConfig
 from raytune_ft.pipeline.confirm import confirm_and_rewrite
 from raytune_ft.pipeline.plan import SearchPlan, prepare
 from raytune_ft.pipeline.testscore import score_and_rewrite
-from raytune_ft.storage import BUDGET_RECORD, OPTUNA_DB, ExperimentStorage
+from raytune_ft.storage import BUDGET_RECORD, DRIVER_LOG, OPTUNA_DB, ExperimentStorage
 
 if TYPE_CHECKING:
     from raytune_ft.experiment.results import TrialRow
@@ -99,6 +99,7 @@ def build_tuner(plan: SearchPlan, nodes: list[dict[str, float]], started_at: flo
     experiment's trials/ and tell the one Optuna study in optuna.db."""
     from ray import tune
 
+    from raytune_ft.tuning.progress import ConsoleProgress
     from raytune_ft.tuning.scheduler import build_scheduler
     from raytune_ft.tuning.searcher import build_search_algorithm
     from raytune_ft.tuning.trackers import tune_callbacks
@@ -110,24 +111,29 @@ def build_tuner(plan: SearchPlan, nodes: list[dict[str, float]], started_at: flo
     trainable = tune.with_resources(tune.with_parameters(tune_trainable, job=job),
                                     trial_driver_resources(nodes))
 
+    total = 1 if config.searcher == "grid" else num_samples or config.num_samples
+    progress = ConsoleProgress(job.metric, job.mode, total, started_at=started_at)
+
     def create():
         save_config(config, exp)
+        search_alg = build_search_algorithm(
+            config, plan.points if points is None else points, job.metric, job.mode, exp,
+            started_at)
+        optuna = config.searcher in ("tpe", "random")  # a grid's generator bounds itself
         return tune.Tuner(
             trainable,
             param_space=job.space.to_tune(config.searcher, config.grid_points),
             tune_config=tune.TuneConfig(
-                search_alg=build_search_algorithm(
-                    config, plan.points if points is None else points, job.metric, job.mode,
-                    exp, started_at),
+                search_alg=search_alg,
                 scheduler=build_scheduler(config.scheduler, job.metric, job.mode,
                                           config.resolved_grace, config.reduction_factor),
-                num_samples=(1 if config.searcher == "grid"
-                             else num_samples or config.num_samples),
-                max_concurrent_trials=config.max_concurrent,
+                num_samples=total,
+                max_concurrent_trials=config.max_concurrent if optuna else None,
             ),
             run_config=tune.RunConfig(
-                verbose=1, failure_config=tune.FailureConfig(max_failures=0),
-                callbacks=tune_callbacks(config, exp, publish=[OPTUNA_DB]),
+                verbose=1 if config.verbose else 0,
+                failure_config=tune.FailureConfig(max_failures=0),
+                callbacks=[*tune_callbacks(config, exp, publish=[OPTUNA_DB]), progress],
                 **where.tune_run_kwargs()),
         )
 
@@ -137,11 +143,11 @@ def build_tuner(plan: SearchPlan, nodes: list[dict[str, float]], started_at: flo
                              resume=config.resume if resume is None else resume)
 
 
-def fit(where: ExperimentStorage, tuner) -> TuneRun:
+def fit(where: ExperimentStorage, tuner, verbose: bool) -> TuneRun:
     """Run a Tune run to its end (Tune turns Ctrl-C into a clean stop with its state saved)."""
-    from raytune_ft.tuning.tuner import trial_statuses
+    from raytune_ft.tuning.tuner import fit_quietly, trial_statuses
 
-    grid = tuner.fit()
+    grid = fit_quietly(tuner, verbose)
     return TuneRun(where, grid, trial_statuses(where))
 
 
@@ -152,11 +158,12 @@ def run_tune(plan: SearchPlan, nodes: list[dict[str, float]], started: float) ->
     from raytune_ft.experiment.record import extension_run, extension_runs
 
     config, exp = plan.config, plan.experiment
-    runs = [fit(exp, build_tuner(plan, nodes, started))]
+    runs = [fit(exp, build_tuner(plan, nodes, started), config.verbose)]
     if not config.resume:
         return runs
     for where in extension_runs(exp):
-        runs.append(fit(where, build_tuner(plan, nodes, started, where=where, resume=True)))
+        runs.append(fit(where, build_tuner(plan, nodes, started, where=where, resume=True),
+                        config.verbose))
     ran = sum(len(r.statuses) for r in runs)
     more = config.num_samples - ran if config.num_samples > plan.saved_num_samples else 0
     if more <= 0 or any(r.unfinished for r in runs) or config.searcher == "grid":
@@ -167,7 +174,7 @@ def run_tune(plan: SearchPlan, nodes: list[dict[str, float]], started: float) ->
           f"{where.path}", flush=True)
     tuner = build_tuner(plan, nodes, time.time(), where=where, num_samples=more, points=[],
                         resume=False)
-    runs.append(fit(where, tuner))
+    runs.append(fit(where, tuner, config.verbose))
     return runs
 
 
@@ -194,7 +201,7 @@ def run_search(config: SearchConfig) -> SearchResult:
         ...     gpus_per_worker=1, address="auto"))  # doctest: +SKIP
         >>> print(result.best_hparams, result.best_config)  # doctest: +SKIP
     """
-    from raytune_ft.engine.cluster import check_cluster_fits, init_ray
+    from raytune_ft.engine.cluster import check_cluster_fits, init_ray, ray_logs_dir
     from raytune_ft.tuning.tuner import trial_driver_resources
 
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # see trackers
@@ -205,7 +212,8 @@ def run_search(config: SearchConfig) -> SearchResult:
     print(f"[raytune_ft] preflight OK in {time.time() - started:.1f}s: config {config.config}, "
           f"space {config.space}, {plan.train_images} train images, trial 0 = recipe "
           f"{plan.points[0]}", flush=True)
-    nodes = init_ray(config.address)
+    nodes = init_ray(config.address, log_file=None if config.verbose
+                     else plan.experiment.local_path(DRIVER_LOG))
     check_cluster_fits(nodes, config.workers_per_trial, config.cpus_per_worker,
                        config.gpus_per_worker, config.placement,
                        trial_cpus=trial_driver_resources(nodes)["cpu"] * config.max_concurrent)
@@ -219,9 +227,11 @@ def run_search(config: SearchConfig) -> SearchResult:
           + f", {config.searcher} + {config.scheduler}, metric {config.metric} ({config.mode})",
           flush=True)
     if not config.verbose:
-        print(f"[raytune_ft] full logs per trial: {plan.experiment.join('trials', 'trial_<id>')}"
-              "/mmengine/ (mmengine's log, stdout.log with the evaluation tables); --verbose "
-              "prints them here", flush=True)
+        print(f"[raytune_ft] full logs: per trial {plan.experiment.join('trials', 'trial_<id>')}"
+              f"/mmengine/ (mmengine's log, stdout.log with the evaluation tables); Ray's and "
+              f"Optuna's {plan.experiment.join(DRIVER_LOG)}; every Ray process's (Train "
+              f"controllers, workers) in {ray_logs_dir()} on its node; --verbose prints them "
+              "here", flush=True)
     runs = run_tune(plan, nodes, started)
     statuses = {t: s for run in runs for t, s in run.statuses.items()}
     rows, summary = finish(runs, plan, started)
@@ -345,6 +355,7 @@ def finish(runs: list[TuneRun], plan: SearchPlan, started: float):
     summary = write_results(rows, job)
     write_hparams([r for r in rows if r.trial_id not in written], job)
     exp.publish(OPTUNA_DB)
+    exp.publish(DRIVER_LOG)
     print("\n" + format_table(rows, job.metric))
     print(f"\n[raytune_ft] {len(rows)} trials in {time.time() - started:.0f}s; by status "
           f"{summary['by_status']}")

@@ -76,7 +76,9 @@ def run_train(config: TrainConfig) -> TrainResult:
         >>> run = run_train(TrainConfig(config="experiments/s1/best_config.py"))  # doctest: +SKIP
         >>> run.records[-1]["coco/bbox_mAP"], run.checkpoint  # doctest: +SKIP
     """
-    from raytune_ft.engine.cluster import check_cluster_fits, default_cpus_per_worker, init_ray
+    from raytune_ft.engine.cluster import (check_cluster_fits, default_cpus_per_worker,
+                                           init_ray, ray_logs_dir)
+    from raytune_ft.storage import DRIVER_LOG
     from raytune_ft.mmconfig.config import load_config
     from raytune_ft.mmconfig.metrics import default_metric
     from raytune_ft.storage import read_records
@@ -98,11 +100,17 @@ def run_train(config: TrainConfig) -> TrainResult:
         probe=train_probe_spec(config, cfg),
         verbose=config.verbose,
     )
-    cluster = init_ray(config.address)
+    driver_log = None
+    if not config.verbose:  # Ray's own records of this driver: next to the run, not on screen
+        driver_log = Path(spec.record_dir()) / DRIVER_LOG
+        driver_log.parent.mkdir(parents=True, exist_ok=True)
+    cluster = init_ray(config.address, log_file=driver_log)
     check_cluster_fits(cluster, config.workers, cpus, config.gpus_per_worker, config.placement)
     print(f"[raytune_ft] training {path} with {config.workers} worker(s); run folder "
-          f"{spec.run_dir}" + ("" if config.verbose else " (full logs: its mmengine/ folder; "
-                                "--verbose prints them here)"), flush=True)
+          f"{spec.run_dir}" + ("" if config.verbose else
+                               f" (full logs: its mmengine/ folder, {driver_log}, and every Ray "
+                               f"process's in {ray_logs_dir()} on its node; --verbose prints "
+                               "them here)"), flush=True)
     started = time.time()
     result = run_trial(cfg, spec)
     records = read_records(spec.storage, spec.name)

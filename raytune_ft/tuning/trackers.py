@@ -72,11 +72,17 @@ def check_trackers(config) -> None:
                             "or set WANDB_MODE=offline to log locally (then `wandb sync`).")
 
 
-def tune_callbacks(config, experiment: ExperimentStorage, publish: list[str]) -> list:
-    """The callbacks of a search's `RunConfig`."""
+def result_loggers() -> list:
+    """Tune's result.json/progress.csv per trial: what `Tuner.restore` and ExperimentAnalysis
+    read back (without them they warn "Failed to fetch metrics")."""
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-    callbacks: list = [JsonLoggerCallback(), CSVLoggerCallback()]  # result.json for restore
+    return [JsonLoggerCallback(), CSVLoggerCallback()]
+
+
+def tune_callbacks(config, experiment: ExperimentStorage, publish: list[str]) -> list:
+    """The callbacks of a search's `RunConfig`."""
+    callbacks: list = result_loggers()
     publish = list(publish)
     if config.mlflow:
         from ray.air.integrations.mlflow import MLflowLoggerCallback

@@ -79,6 +79,4 @@ def _run(config: dict[str, Any], job: SearchJob, seed: int | None = None) -> Non
         probe=job.probe,
         verbose=job.verbose,
     )
-    print(f"[raytune_ft] trial {trial_id}: {hparams}"
-          + (f", seed {seed}" if seed is not None else ""), flush=True)
-    run_trial(cfg, spec, callbacks=[TuneReportCallback()])
+    run_trial(cfg, spec, callbacks=[TuneReportCallback()], announce=False)

@@ -5,6 +5,7 @@ each Tune trial reserves for itself.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +48,23 @@ def restore_or_create(trainable: Any, experiment: ExperimentStorage,
     return create()
 
 
+def fit_quietly(tuner, verbose: bool):
+    """`tuner.fit()`; unless `verbose`, with Tune's legacy reporter (`RAY_AIR_NEW_OUTPUT=0`),
+    which at `RunConfig(verbose=0)` prints nothing (the new one still prints its experiment
+    box): the console is raytune_ft.tuning.progress's."""
+    if verbose:
+        return tuner.fit()
+    before = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    try:
+        return tuner.fit()
+    finally:
+        if before is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = before
+
+
 def trial_statuses(experiment: ExperimentStorage) -> dict[str, str]:
     """Each trial's status as Tune saved it: what a resume would do with it (TERMINATED, ERROR,
     or PENDING for a trial an interruption cut short: in memory Tune calls those TERMINATED)."""
@@ -57,4 +75,4 @@ def trial_statuses(experiment: ExperimentStorage) -> dict[str, str]:
     return {t.trial_id: t.status for t in analysis.trials}
 
 
-__all__ = ["TRIAL_DRIVER_CPU", "restore_or_create", "trial_driver_resources", "trial_statuses"]
+__all__ = ["TRIAL_DRIVER_CPU", "fit_quietly", "restore_or_create", "trial_driver_resources", "trial_statuses"]

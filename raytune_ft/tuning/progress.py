@@ -1,0 +1,129 @@
+"""The console of a search or a confirmation, from the driver: Ray Tune's reporter API.
+
+Tune's own status table, its trial boxes and every actor's output stay off the console
+(`RunConfig(verbose=0)`, `ray.init(log_to_driver=False)`, see raytune_ft.engine.cluster); this
+`Callback` prints what a person follows instead:
+
+    [raytune_ft] trial 64785fe3 started: lr 0.02, max_epochs 6, step_frac 0.667
+    [raytune_ft] trial_64785fe3  epoch 3/6  coco/bbox_mAP 0.0340  loss 0.912  ...
+    [raytune_ft] trial 64785fe3 ended: finished, best coco/bbox_mAP 0.0690 at epoch 6 of 6
+    [raytune_ft] [4/10 trials] best 0.0920 (trial 64785fe3) | running: c30c2599 epoch 2/4 |
+                 18 min elapsed
+
+A progress line follows every trial end and, while trials run, at most every `every_s`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from ray.tune import Callback
+
+from raytune_ft.console import epoch_line, metric_text
+
+PROGRESS_EVERY_S = 300.0
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
+def describe(config: dict[str, Any]) -> str:
+    """A trial's sampled point in words: `lr 0.02, max_epochs 6` (a confirmation run: the
+    candidate's point, its source trial and the seed)."""
+    candidate = config.get("candidate")
+    point = candidate.get("point", {}) if isinstance(candidate, dict) else config
+    words = ", ".join(f"{k} {_short(v)}" for k, v in point.items()
+                      if k not in ("candidate", "seed"))
+    if isinstance(candidate, dict):
+        words += f" (config of trial {candidate.get('source')}), seed {config.get('seed')}"
+    return words or "the config's recipe"
+
+
+class ConsoleProgress(Callback):
+    """One line per trial start, epoch and end, and a compact progress line."""
+
+    def __init__(self, metric: str, mode: str, total: int, every_s: float = PROGRESS_EVERY_S,
+                 started_at: float | None = None) -> None:
+        self.metric, self.mode, self.total, self.every_s = metric, mode, total, every_s
+        self.started_at = started_at or time.time()
+        self._last_progress = time.time()
+        self._best: dict[str, tuple[float, int]] = {}  # trial id -> (best value, its epoch)
+        self._last: dict[str, dict[str, Any]] = {}
+        self._running: set[str] = set()
+        self._ended: set[str] = set()
+
+    # -- Tune's callback API ------------------------------------------------------------------
+    def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        self._running.add(trial.trial_id)
+        print(f"[raytune_ft] trial {trial.trial_id} started: {describe(trial.config)}",
+              flush=True)
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict,
+                        **info: Any) -> None:
+        self._last[trial.trial_id] = result
+        value = result.get(self.metric)
+        if isinstance(value, (int, float)) and not result.get("diverged"):
+            best = self._best.get(trial.trial_id)
+            better = max if self.mode == "max" else min
+            if best is None or better(value, best[0]) != best[0]:
+                self._best[trial.trial_id] = (float(value), int(result.get("epoch", 0)))
+        print(epoch_line(f"trial_{trial.trial_id}", result, self.metric), flush=True)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        self._end(trial, self._why(trial.trial_id), trials)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        where = getattr(trial, "error_file", None) or getattr(trial, "path", "")
+        self._end(trial, f"errored (the error: {where}; results.csv has its first line)",
+                  trials)
+
+    def on_step(self, iteration: int, trials: list, **info: Any) -> None:
+        if self._running and time.time() - self._last_progress >= self.every_s:
+            self._progress(trials)
+
+    # -- lines ------------------------------------------------------------------------------
+    def _why(self, trial_id: str) -> str:
+        last = self._last.get(trial_id, {})
+        epoch, total = int(last.get("epoch", 0)), int(last.get("max_epochs", 0))
+        if last.get("diverged"):
+            return f"diverged (loss NaN/inf) in epoch {epoch}"
+        if total and epoch < total:
+            return f"stopped early by the scheduler after epoch {epoch} of {total}"
+        return "finished"
+
+    def _end(self, trial, why: str, trials: list) -> None:
+        self._running.discard(trial.trial_id)
+        self._ended.add(trial.trial_id)
+        best = self._best.get(trial.trial_id)
+        last = self._last.get(trial.trial_id, {})
+        total = int(last.get("max_epochs", 0))
+        score = (f", best {self.metric} {metric_text(best[0])} at epoch {best[1]}"
+                 + (f" of {total}" if total else "")) if best else ""
+        print(f"[raytune_ft] trial {trial.trial_id} ended: {why}{score}", flush=True)
+        self._progress(trials)
+
+    def _progress(self, trials: list) -> None:
+        self._last_progress = time.time()
+        pick = max if self.mode == "max" else min
+        scored = {t: v for t, (v, _) in self._best.items()}
+        best = pick(scored, key=scored.get) if scored else None
+        running = []
+        for trial_id in sorted(self._running):
+            last = self._last.get(trial_id, {})
+            running.append(f"{trial_id} epoch {last.get('epoch', 0)}/{last.get('max_epochs', '?')}"
+                           if last else f"{trial_id} starting")
+        parts = [f"[{len(self._ended)}/{self.total} trials] "
+                 + (f"best {metric_text(scored[best])} (trial {best})" if best
+                    else "no score yet")]
+        if running:
+            parts.append("running: " + ", ".join(running))
+        parts.append(f"{(time.time() - self.started_at) / 60:.0f} min elapsed")
+        print("[raytune_ft] " + " | ".join(parts), flush=True)
+
+
+__all__ = ["ConsoleProgress", "describe"]
