@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -12,12 +13,15 @@ from helpers import REPO
 
 
 def run(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    """`python -m ARGS` as a user runs it: without the RAY_AUTH_* an in-process ray.init of
+    another test may have set in this environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
     return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=env)
 
 
 def test_doctor_passes_on_the_installed_stack():
-    proc = run("raytune_ft.cli.doctor")
+    proc = run("raytune_ft.doctor")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "mmcv compiled ops load" in proc.stdout and "stack OK" in proc.stdout
     for name in ("torch", "mmcv", "mmengine", "mmdet", "ray", "optuna"):

@@ -320,3 +320,28 @@ def test_a_token_cluster_refuses_strangers_and_runs_a_search_with_the_token(
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
     summary = json.loads((tmp_path / "exp" / "auth" / "summary.json").read_text())
     assert summary["by_status"] == {"finished": 2}
+
+
+def test_a_named_token_file_that_is_missing_or_empty_is_refused_before_ray(tmp_path,
+                                                                          monkeypatch):
+    from raytune_ft.engine.cluster import check_auth_token
+    from raytune_ft.errors import UserError
+
+    for var in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ray/auth_token
+    check_auth_token()  # no token auth asked for: nothing to check
+    empty = tmp_path / "empty_token"
+    empty.write_text("\n")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(empty))
+    with pytest.raises(UserError, match="empty_token', which is empty.*RAY_AUTH_TOKEN"):
+        check_auth_token()
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "gone"))
+    with pytest.raises(UserError, match="gone', which does not exist"):
+        check_auth_token()
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH")
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    with pytest.raises(UserError, match="RAY_AUTH_MODE=token but no token was found"):
+        check_auth_token()
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "a" * 64)
+    check_auth_token()

@@ -5,6 +5,7 @@ the experiment's driver.log and Ray's session logs)."""
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 
@@ -19,6 +20,13 @@ NOISE = ("core_worker.cc", "Failed to fetch metrics", "PlacementGroupCleaner", "
          "Started training worker group", "Setting up process group", "max_concurrent_trials",
          "A new study created", "Token authentication", "(TrainController", "(RayTrainWorker",
          "Traceback", "WARNING", "UserWarning")
+
+
+def ray_default_auth_env() -> dict[str, str]:
+    """This environment without RAY_AUTH_* (an in-process ray.init of another test sets
+    RAY_AUTH_MODE): a local Ray then logs its token-authentication WARNING, as on a user's
+    machine."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
 
 
 def console_bound(trials: int, epochs: int, runs: int, candidates: int, minutes: float) -> int:
@@ -36,7 +44,7 @@ def test_a_search_and_its_confirmation_print_a_short_console(tmp_path, tiny_data
         [sys.executable, "-m", "raytune_ft.search", "--config", str(cfg), "--space", str(space),
          "--num-samples", "2", "--storage-path", str(tmp_path / "exp"), "--name", "c",
          "--scheduler", "fifo", "--confirm", "1", "--seeds", "1"],
-        cwd=REPO, capture_output=True, text=True, timeout=900)
+        cwd=REPO, capture_output=True, text=True, timeout=900, env=ray_default_auth_env())
     console = proc.stdout + proc.stderr
     assert proc.returncode == 0, console[-3000:]
     for noise in NOISE:

@@ -144,7 +144,8 @@ def test_a_finished_search_made_with_the_old_module_paths_is_extended(tmp_path, 
     exp = storage / "ext"
     pickled = (exp / "tuner.pkl").read_bytes()
     assert b"raytune_ft.scheduler" in pickled and b"raytune_ft.searcher" in pickled
-    assert b"raytune_ft.tuning" not in pickled
+    assert b"raytune_ft.tuning.scheduler" not in pickled
+    assert b"raytune_ft.tuning.searcher" not in pickled
     before = {r["trial_id"]: r for r in csv.DictReader(open(exp / "results.csv"))}
     shrink = search("--resume", "--num-samples", "1")
     assert shrink.returncode == 2 and "--num-samples 1" in shrink.stderr, shrink.stderr
