@@ -156,7 +156,8 @@ def test_a_finished_search_made_with_the_old_module_paths_is_extended(tmp_path, 
     rows = list(csv.DictReader(open(exp / "results.csv")))
     assert [int(r["trial"]) for r in rows] == [0, 1, 2, 3]
     assert len({r["trial_id"] for r in rows}) == 4
-    assert all(r["status"] in ("finished", "stopped") for r in rows)  # step-after may stop
+    # every trial ran to an end: step-after may stop one, a high lr may diverge the tiny model
+    assert all(r["status"] in ("finished", "stopped", "diverged") for r in rows), rows
     for r in rows[:2]:  # the first two are the same trials, not re-run
         assert before[r["trial_id"]]["best coco/bbox_mAP"] == r["best coco/bbox_mAP"]
     recipe_lr = rows[0]["space.lr"]
