@@ -57,6 +57,12 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:.0f}s"
 
 
+def confirmation_runs(configs: int, seeds: int) -> int:
+    """Full-schedule runs a confirmation of `configs` configs makes: (configs + the recipe) x
+    seeds; 0 without a confirmation."""
+    return (configs + 1) * seeds if configs else 0
+
+
 @dataclass
 class TimeBudget:
     """The budget of one search in seconds (or any unit the clock counts in).

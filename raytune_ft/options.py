@@ -242,7 +242,9 @@ class SearchConfig(_Common):
     @property
     def confirm_runs(self) -> int:
         """Full-schedule runs the confirmation makes: (K + recipe) x seeds (0 without one)."""
-        return (self.confirm + 1) * self.seeds if self.confirm else 0
+        from raytune_ft.budget import confirmation_runs
+
+        return confirmation_runs(self.confirm, self.seeds)
 
     @property
     def resolved_grace(self) -> float:

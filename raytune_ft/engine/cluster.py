@@ -25,6 +25,24 @@ TOKEN_HELP = ("Set RAY_AUTH_TOKEN to the cluster's token (or RAY_AUTH_TOKEN_PATH
               "wrote before `ray up cluster.yaml`) and RAY_AUTH_MODE=token.")
 
 
+def default_token_file() -> Path:
+    """~/.ray/auth_token: where Ray looks last (and `ray get-auth-token --generate` writes)."""
+    return Path.home() / ".ray" / "auth_token"
+
+
+def _token_source() -> tuple[str, Path | None] | None:
+    """Where Ray takes this process's token from, in Ray's order: RAY_AUTH_TOKEN, the file
+    RAY_AUTH_TOKEN_PATH names, ~/.ray/auth_token; (what, file) or None when none is set."""
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return "RAY_AUTH_TOKEN", None
+    if os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        file = Path(os.environ["RAY_AUTH_TOKEN_PATH"]).expanduser()
+        return f"the file RAY_AUTH_TOKEN_PATH={file}", file
+    if default_token_file().is_file():
+        return str(default_token_file()), default_token_file()
+    return None
+
+
 def check_auth_token() -> None:
     """The token the environment names is there: a RAY_AUTH_TOKEN_PATH file that exists and
     is not empty, and with RAY_AUTH_MODE=token some token at all (Ray itself would fail later,
@@ -38,31 +56,24 @@ def check_auth_token() -> None:
         if not file.read_text().strip():
             raise UserError(f"RAY_AUTH_TOKEN_PATH names '{file}', which is empty: no token to "
                             f"authenticate with the Ray cluster. {TOKEN_HELP}")
-    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" and not path \
-            and not os.environ.get("RAY_AUTH_TOKEN", "").strip():
-        default = Path.home() / ".ray" / "auth_token"
-        if not default.is_file() or not default.read_text().strip():
-            raise UserError(f"RAY_AUTH_MODE=token but no token was found (RAY_AUTH_TOKEN is "
-                            f"unset, RAY_AUTH_TOKEN_PATH is unset and '{default}' is missing or "
-                            f"empty). {TOKEN_HELP}")
+    source = _token_source()
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" and not path and (
+            source is None or (source[1] is not None and not source[1].read_text().strip())):
+        raise UserError(f"RAY_AUTH_MODE=token but no token was found (RAY_AUTH_TOKEN is "
+                        f"unset, RAY_AUTH_TOKEN_PATH is unset and '{default_token_file()}' "
+                        f"is missing or empty). {TOKEN_HELP}")
 
 
 def auth_status() -> str:
     """Where this process's Ray token comes from, in words (`doctor` prints it)."""
     mode = os.environ.get("RAY_AUTH_MODE", "").lower()
-    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
-        source = "RAY_AUTH_TOKEN"
-    elif os.environ.get("RAY_AUTH_TOKEN_PATH"):
-        source = f"the file RAY_AUTH_TOKEN_PATH={os.environ['RAY_AUTH_TOKEN_PATH']}"
-    elif (Path.home() / ".ray" / "auth_token").is_file():
-        source = str(Path.home() / ".ray" / "auth_token")
-    else:
-        source = None
+    source = _token_source()
+    where = source[0] if source else None
     if mode == "token":
-        return f"Ray token authentication on (RAY_AUTH_MODE=token), token from {source}"
+        return f"Ray token authentication on (RAY_AUTH_MODE=token), token from {where}"
     return (f"RAY_AUTH_MODE is {mode or 'unset'}: --address of a cluster.yaml cluster (token "
-            "authentication) needs RAY_AUTH_MODE=token" + (f"; a token is in {source}"
-                                                           if source else " and its token"))
+            "authentication) needs RAY_AUTH_MODE=token" + (f"; a token is in {where}"
+                                                           if where else " and its token"))
 
 
 def _refused_token(err: BaseException) -> str | None:

@@ -32,7 +32,7 @@ def run_confirmation(plan: SearchPlan, rows: list[TrialRow], k: int,
     from raytune_ft.tuning.progress import ConsoleProgress
     from raytune_ft.tuning.trackers import result_loggers
     from raytune_ft.tuning.trainable import confirm_trainable
-    from raytune_ft.tuning.tuner import (fit_quietly, restore_or_create, trial_driver_resources,
+    from raytune_ft.tuning.tuner import (driven_trainable, fit_quietly, restore_or_create,
                                          trial_statuses)
 
     config = plan.config
@@ -42,8 +42,7 @@ def run_confirmation(plan: SearchPlan, rows: list[TrialRow], k: int,
     job = dataclasses.replace(plan.job, experiment=exp, probe=None)
     nodes = init_ray(config.address, log_file=None if config.verbose
                      else plan.experiment.local_path(DRIVER_LOG))
-    trainable = tune.with_resources(tune.with_parameters(confirm_trainable, job=job),
-                                    trial_driver_resources(nodes))
+    trainable = driven_trainable(confirm_trainable, job, nodes)
     print(f"\n[raytune_ft] confirmation: {len(candidates)} config(s) "
           f"({', '.join(c.role for c in candidates)}) x seeds {seeds} at their full schedules; "
           f"runs in {exp.path}", flush=True)

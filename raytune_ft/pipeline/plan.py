@@ -38,8 +38,9 @@ class SearchPlan:
         return self.job.experiment
 
 
-def resolve_defaults(config: SearchConfig) -> SearchConfig:
-    """Fill what the user left unset: the demo, the space, CPUs per worker, trial count."""
+def resolve_defaults(config: SearchConfig, saved: SearchConfig | None = None) -> SearchConfig:
+    """Fill what the user left unset: the demo, the space, CPUs per worker, trial count (with
+    --resume, `saved`'s: the options the search was last run with)."""
     from raytune_ft.engine.cluster import default_cpus_per_worker
     from raytune_ft.tuning.tuner import TRIAL_DRIVER_CPU
 
@@ -56,7 +57,6 @@ def resolve_defaults(config: SearchConfig) -> SearchConfig:
         config.cpus_per_worker, config.workers_per_trial, config.address, demo,
         reserved=TRIAL_DRIVER_CPU)
     if config.num_samples is None:  # a resume runs to the count the search was run with
-        saved = saved_config(config)
         changes["num_samples"] = (saved.num_samples if saved is not None
                                   else DEMO_TRIALS if demo else DEFAULT_TRIALS)
     if demo and config.time_budget is None and config.searcher != "grid":
@@ -108,7 +108,9 @@ def prepare(config: SearchConfig) -> SearchPlan:
     from raytune_ft.tuning.trackers import check_trackers
     from raytune_ft.tuning.trainable import SearchJob
 
-    config = resolve_defaults(config)
+    saved = saved_config(config)
+    config = resolve_defaults(config, saved)
+    check_extension(config, saved)
     cfg = load_config(config.config, dict(config.cfg_options))
     config = config.replace(metric=config.metric or default_metric(cfg))
     space = load_space(config.space)
@@ -156,8 +158,6 @@ def prepare(config: SearchConfig) -> SearchPlan:
                                 config.reduction_factor, config.probe_length),
         verbose=config.verbose,
     )
-    saved = saved_config(config)
-    check_extension(config, saved)
     return SearchPlan(config, job, points, data["images"],
                       saved.num_samples if saved is not None else 0)
 

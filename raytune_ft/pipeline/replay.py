@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raytune_ft.budget import TimeBudget
+from raytune_ft.budget import TimeBudget, confirmation_runs
 from raytune_ft.errors import UserError
 from raytune_ft.engine.probe import PROBE_PREFIX, probe_epochs
 from raytune_ft.options import TPE_CONSTANT_LIAR, TPE_MULTIVARIATE, SearchConfig
@@ -216,7 +216,7 @@ class Design:
 
     @property
     def confirm_runs(self) -> int:
-        return (self.confirm + 1) * self.confirm_seeds if self.confirm else 0
+        return confirmation_runs(self.confirm, self.confirm_seeds)
 
 
 @dataclass

@@ -104,12 +104,11 @@ def build_tuner(plan: SearchPlan, nodes: list[dict[str, float]], started_at: flo
     from raytune_ft.tuning.searcher import build_search_algorithm
     from raytune_ft.tuning.trackers import tune_callbacks
     from raytune_ft.tuning.trainable import tune_trainable
-    from raytune_ft.tuning.tuner import restore_or_create, trial_driver_resources
+    from raytune_ft.tuning.tuner import driven_trainable, restore_or_create
 
     config, job, exp = plan.config, plan.job, plan.experiment
     where = where or exp
-    trainable = tune.with_resources(tune.with_parameters(tune_trainable, job=job),
-                                    trial_driver_resources(nodes))
+    trainable = driven_trainable(tune_trainable, job, nodes)
 
     total = 1 if config.searcher == "grid" else num_samples or config.num_samples
     progress = ConsoleProgress(job.metric, job.mode, total, started_at=started_at)

@@ -69,8 +69,7 @@ class ConsoleProgress(Callback):
         value = result.get(self.metric)
         if isinstance(value, (int, float)) and not result.get("diverged"):
             best = self._best.get(trial.trial_id)
-            better = max if self.mode == "max" else min
-            if best is None or better(value, best[0]) != best[0]:
+            if best is None or (value > best[0] if self.mode == "max" else value < best[0]):
                 self._best[trial.trial_id] = (float(value), int(result.get("epoch", 0)))
         print(epoch_line(f"trial_{trial.trial_id}", result, self.metric), flush=True)
 

@@ -23,6 +23,15 @@ def trial_driver_resources(nodes: list[dict[str, float]]) -> dict[str, float]:
     return {"cpu": TRIAL_DRIVER_CPU}
 
 
+def driven_trainable(function: Callable, job: Any, nodes: list[dict[str, float]]):
+    """`function(config, job)` as a Tune trainable that reserves only what driving one Train
+    run needs (`trial_driver_resources`); the job reaches each trial through the object store."""
+    from ray import tune
+
+    return tune.with_resources(tune.with_parameters(function, job=job),
+                               trial_driver_resources(nodes))
+
+
 def restore_or_create(trainable: Any, experiment: ExperimentStorage,
                       create: Callable[[], Any], resume: bool | None = None):
     """`Tuner.restore` of `experiment` (unfinished and errored trials run again from their last
@@ -75,4 +84,4 @@ def trial_statuses(experiment: ExperimentStorage) -> dict[str, str]:
     return {t.trial_id: t.status for t in analysis.trials}
 
 
-__all__ = ["TRIAL_DRIVER_CPU", "fit_quietly", "restore_or_create", "trial_driver_resources", "trial_statuses"]
+__all__ = ["TRIAL_DRIVER_CPU", "driven_trainable", "fit_quietly", "restore_or_create", "trial_driver_resources", "trial_statuses"]
