@@ -297,7 +297,9 @@ def main() -> None:
                     help="trials at once for the design table (default 1)")
     ap.add_argument("--designs", nargs="+", default=[d.name for d in DESIGNS])
     ap.add_argument("--list", action="store_true", help="list the designs and variants")
-    ap.add_argument("--png", default=str(REPO / "bench" / "curves" / "replay_demo.png"))
+    ap.add_argument("--png", default=None,
+                    help="where the plot goes (default: beside --out as <out>.png, else "
+                         "bench/curves/replay_demo.png, the committed one)")
     ap.add_argument("--json", action="store_true",
                     help="print only the B = 60 summary (designs at K = 1, the default at "
                          "K = 1, 4, 8) as JSON")
@@ -382,8 +384,11 @@ def main() -> None:
                       f"{v['p_beats_recipe']:.2f}, wall {v['wall_clock']:.1f}"
                       for k, v in concurrency.items()))
     if runs1:
-        write_png(runs1, budget, Path(args.png), seen_best)
-        print(f"\nPNG: {args.png}")
+        png = Path(args.png) if args.png else (
+            Path(args.out).with_suffix(".png") if args.out
+            else REPO / "bench" / "curves" / "replay_demo.png")
+        write_png(runs1, budget, png, seen_best)
+        print(f"\nPNG: {png}")
     print(f"({time.time() - started:.0f}s)")
 
 

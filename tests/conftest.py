@@ -46,3 +46,15 @@ def ray_session(request):
         init_ray(None)
         request.session.addfinalizer(ray.shutdown)
     return ray
+
+
+@pytest.fixture()
+def no_shared_ray():
+    """For a test whose subprocess starts its own local Ray: the shared in-process one is shut
+    down first (`ray_session` starts it again for the next test that wants it). Two local Rays
+    on one 2-core machine disturb each other: a CI run had a trial of a subprocess search
+    error beside the idle shared Ray, a run without it did not."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

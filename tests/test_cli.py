@@ -58,7 +58,7 @@ def test_train_impossible_resources_exit_2_before_training(tmp_path):
 
 @pytest.mark.slow
 def test_train_console_is_short_and_the_full_logs_are_in_files(tmp_path, tiny_data,
-                                                              tiny_pretrained):
+                                                              tiny_pretrained, no_shared_ray):
     from helpers import write_tiny_config
 
     cfg = write_tiny_config(tmp_path / "tiny.py", tiny_data, str(tiny_pretrained), max_epochs=2)

@@ -13,7 +13,8 @@ import pytest
 
 from helpers import REPO, write_tiny_config
 
-pytestmark = pytest.mark.slow  # a Ray search (make test-fast skips)
+# a Ray search in a subprocess (make test-fast skips); the shared in-process Ray is shut down first
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_shared_ray")]
 
 NOISE = ("core_worker.cc", "Failed to fetch metrics", "PlacementGroupCleaner", "Trial status:",
          "Configuration for experiment", "View detailed results", "Requesting resources",

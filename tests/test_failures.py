@@ -68,7 +68,8 @@ def test_checkpoint_retention_keeps_the_best(ray_session, tmp_path, tiny_data, t
     assert kept_epochs == {best["epoch"], epochs[-1]["epoch"]}, kept_epochs
 
 
-def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, tiny_data, tiny_pretrained):
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, tiny_data, tiny_pretrained,
+                                                     no_shared_ray):
     cfg = write_tiny_config(tmp_path / "cfg.py", tiny_data, str(tiny_pretrained), max_epochs=3)
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)

@@ -145,7 +145,8 @@ def bucket_records(trial_prefix: str) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_search_on_s3_survives_a_driver_kill(s3_server, tmp_path, tiny_data, tiny_pretrained):
+def test_search_on_s3_survives_a_driver_kill(s3_server, tmp_path, tiny_data, tiny_pretrained,
+                                             no_shared_ray):
     cfg = write_tiny_config(tmp_path / "tiny.py", tiny_data, str(tiny_pretrained), max_epochs=3)
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)
