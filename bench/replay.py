@@ -370,6 +370,7 @@ def main() -> None:
         "replays": len(seeds),
     }
     if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(summary, indent=1))
     if args.json:
         print(json.dumps(summary))
