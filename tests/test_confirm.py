@@ -1,11 +1,13 @@
 """Confirmation over seeds: the statistics and the winner's choice on known values (no Ray),
-and a real confirmation after a tiny search: the recipe and the best config re-run with fresh
-seeds, summary/results/best config follow the confirmed winner, bad requests exit 2."""
+and a real confirmation after a tiny search run from the command line: the recipe and the best
+config re-run with fresh seeds, summary/results/best config follow the confirmed winner, bad
+requests exit 2, and the console is short and holds raytune_ft's own lines only."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -18,6 +20,47 @@ from raytune_ft.experiment.confirmation import Confirmation, paired_interval, pi
 from raytune_ft.errors import UserError
 from raytune_ft.experiment.results import TrialRow
 
+
+# Ray's and Optuna's lines that must stay off the console (their records are in the
+# experiment's driver.log and Ray's session logs)
+NOISE = ("core_worker.cc", "Failed to fetch metrics", "PlacementGroupCleaner", "Trial status:",
+         "Configuration for experiment", "View detailed results", "Requesting resources",
+         "Started training worker group", "Setting up process group", "max_concurrent_trials",
+         "A new study created", "Token authentication", "(TrainController", "(RayTrainWorker",
+         "Traceback", "WARNING", "UserWarning")
+
+
+def ray_default_auth_env() -> dict[str, str]:
+    """This environment without RAY_AUTH_* (an in-process ray.init of another test sets
+    RAY_AUTH_MODE): a local Ray then logs its token-authentication WARNING, as on a user's
+    machine."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+
+
+def console_bound(trials: int, epochs: int, runs: int, candidates: int, minutes: float) -> int:
+    """README "Console": 15 + (epochs + 3) per trial and per confirmation run + 1 per
+    confirmed config + 9 for the confirmation's block + a progress line per 5 minutes."""
+    return 15 + (trials + runs) * (epochs + 3) + candidates + (9 if runs else 0) + int(minutes / 5)
+
+
+def check_console(console: str, exp: Path, rows: list[dict], n_candidates: int) -> None:
+    """A console a person reads: raytune_ft's own lines only, each trial's and run's start and
+    end once and each epoch once, progress lines, at most the README's bound of lines."""
+    for noise in NOISE:
+        assert noise not in console, noise
+    for row in rows:
+        tid = row["trial_id"]
+        assert console.count(f"[raytune_ft] trial {tid} started: ") == 1, tid
+        assert console.count(f"[raytune_ft] trial {tid} ended: finished, best ") == 1, tid
+        for epoch in (1, 2):
+            assert console.count(f"[raytune_ft] trial_{tid}  epoch {epoch}/2") == 1, tid
+    runs = 2 * n_candidates
+    assert "[2/2 trials] best " in console and f"[{runs}/{runs} trials] best " in console
+    lines = console.strip().splitlines()
+    assert len(lines) <= console_bound(trials=2, epochs=2, runs=runs, candidates=n_candidates,
+                                       minutes=15), console
+    driver_log = (exp / "driver.log").read_text()
+    assert "Token authentication" in driver_log  # Ray's record kept, off the console
 
 def row(trial_id: str, order: int, value: float | None, status: str = "finished",
         phase: str = "search", seed: int | None = None, source: str | None = None) -> TrialRow:
@@ -103,9 +146,9 @@ params:
 
 
 @pytest.mark.slow
-def test_search_then_confirmation_over_seeds(ray_session, tmp_path, tiny_data, tiny_pretrained):
-    from raytune_ft import SearchConfig, run_search
-
+def test_search_then_confirmation_over_seeds(tmp_path, tiny_data, tiny_pretrained, no_shared_ray):
+    """From the command line, as a user runs it (its console is checked too: a subprocess
+    with its own local Ray prints what a person sees, workers included)."""
     data = Path(shutil.copytree(tiny_data, tmp_path / "data"))  # + a held-out "test" split
     shutil.copy(data / "annotations" / "val.json", data / "annotations" / "test.json")
     held_out = ("test_dataloader = dict(batch_size=2, dataset=dict(data_root=data_root, "
@@ -115,21 +158,27 @@ def test_search_then_confirmation_over_seeds(ray_session, tmp_path, tiny_data, t
                             extra=held_out)
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)
-    result = run_search(SearchConfig(
-        config=str(cfg), space=str(space), num_samples=2, storage_path=str(tmp_path / "exp"),
-        name="c", scheduler="fifo", points=[{"lr": 0.02}], confirm=1, seeds=2))
+    proc = subprocess.run(
+        [sys.executable, "-m", "raytune_ft.search", "--config", str(cfg), "--space", str(space),
+         "--num-samples", "2", "--storage-path", str(tmp_path / "exp"), "--name", "c",
+         "--scheduler", "fifo", "--points", json.dumps([{"lr": 0.02}]), "--confirm", "1",
+         "--seeds", "2"],
+        cwd=REPO, capture_output=True, text=True, timeout=900, env=ray_default_auth_env())
+    console = proc.stdout + proc.stderr
+    assert proc.returncode == 0, console[-3000:]
     exp = tmp_path / "exp" / "c"
     summary = json.loads((exp / "summary.json").read_text())
     conf = summary["confirmation"]
     assert conf["seeds"] == [1, 2]
     roles = {c["trial"]: c["role"] for c in conf["candidates"]}
-    recipe = result.rows[0].trial_id
+    with open(exp / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    searched = [r for r in rows if r["phase"] == "search"]
+    recipe = searched[0]["trial_id"]
     assert recipe in roles and "recipe" in roles[recipe]
     for cand in conf["candidates"]:
         assert set(cand["values"]) == {"1", "2"} and None not in cand["values"].values()
         assert cand["mean"] == pytest.approx(sum(cand["values"].values()) / 2)
-    with open(exp / "results.csv") as f:
-        rows = list(csv.DictReader(f))
     confirm = [r for r in rows if r["phase"] == "confirm"]
     assert len(confirm) == 2 * len(conf["candidates"])
     assert sorted({r["seed"] for r in confirm}) == ["1", "2"]
@@ -159,8 +208,8 @@ def test_search_then_confirmation_over_seeds(ray_session, tmp_path, tiny_data, t
     # confirmation and the test score
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    for r in result.rows:
-        tb = exp / "trials" / f"trial_{r.trial_id}" / "tensorboard"
+    for r in searched:
+        tb = exp / "trials" / f"trial_{r['trial_id']}" / "tensorboard"
         with_hparams = 0
         for events in tb.glob("events.out.tfevents.*"):
             acc = EventAccumulator(str(events))
@@ -169,8 +218,9 @@ def test_search_then_confirmation_over_seeds(ray_session, tmp_path, tiny_data, t
                 with_hparams += bool(acc.PluginTagToContent("hparams"))
             except KeyError:  # an event file without HParams (the curves)
                 pass
-        assert with_hparams == 1, (r.trial_id, sorted(p.name for p in tb.iterdir()))
+        assert with_hparams == 1, (r["trial_id"], sorted(p.name for p in tb.iterdir()))
     assert (exp / "report.html").stat().st_size > 1_000_000  # written at the end of the search
+    check_console(console, exp, rows, n_candidates=len(conf["candidates"]))
 
     # later, from the command line: bad requests exit 2 naming what is wrong
     def confirm_cli(*args: str):
