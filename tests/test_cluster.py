@@ -98,13 +98,11 @@ def test_dockerfile_pins_match_pyproject():
 
 
 @pytest.fixture()
-def three_node_cluster():
+def three_node_cluster(no_shared_ray):
     """A head without CPUs (it only drives) and two 1-CPU worker nodes, all on this machine."""
     import ray
     from ray.cluster_utils import Cluster
 
-    if ray.is_initialized():
-        ray.shutdown()
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, "resources": {"trial_driver": 10}, "include_dashboard": True})
     nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
@@ -231,7 +229,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture()
-def token_head(tmp_path):
+def token_head(tmp_path, no_shared_ray):
     """A local Ray head started the way cluster.yaml starts one: RAY_AUTH_MODE=token with a
     token file, the dashboard (job API) bound to 127.0.0.1."""
     import os
@@ -239,10 +237,6 @@ def token_head(tmp_path):
     import subprocess
     import sys
 
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
     token = tmp_path / "auth_token"
     token.write_text(secrets.token_hex(32))
     home = tmp_path / "home"  # no ~/.ray/auth_token of the machine's user leaks in

@@ -62,6 +62,7 @@ def check_console(console: str, exp: Path, rows: list[dict], n_candidates: int) 
     driver_log = (exp / "driver.log").read_text()
     assert "Token authentication" in driver_log  # Ray's record kept, off the console
 
+
 def row(trial_id: str, order: int, value: float | None, status: str = "finished",
         phase: str = "search", seed: int | None = None, source: str | None = None) -> TrialRow:
     return TrialRow(trial_id, order, {"lr": 0.01 * (order + 1)}, {"lr": 0.01 * (order + 1)},
