@@ -10,6 +10,7 @@ warm (first epoch excluded), their ratio, and the fixed start-up seconds of each
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -48,13 +49,20 @@ class BenchIterTimer(Hook):
         self.epochs.append((self._n, self._s))
 
 
+CONFIG: str | None = None  # --config: another fine-tune config than the demo's
+GPU = False  # --gpu: both paths train on the GPU (the Ray trial asks for 1 GPU)
+
+
 def demo_cfg(epochs: int):
     from raytune_ft.mmconfig.config import load_config
-    from raytune_ft.data.demo import DEMO_CONFIG, ensure_demo
 
-    ensure_demo()
-    return load_config(DEMO_CONFIG, hparams={"max_epochs": epochs,
-                                             "milestones": [max(1, epochs - 1)]})
+    path = CONFIG
+    if path is None:
+        from raytune_ft.data.demo import DEMO_CONFIG, ensure_demo
+
+        ensure_demo()
+        path = DEMO_CONFIG
+    return load_config(path, hparams={"max_epochs": epochs, "milestones": [max(1, epochs - 1)]})
 
 
 def plain(epochs: int, threads: int) -> tuple[float, float]:
@@ -79,7 +87,8 @@ def through_ray(epochs: int, threads: int) -> tuple[float, float]:
 
     cfg = demo_cfg(epochs)
     spec = TrialSpec(name=f"bench_{time.time_ns()}", storage_path=tempfile.mkdtemp(),
-                     resources=TrialResources(workers=1, cpus_per_worker=threads))
+                     resources=TrialResources(workers=1, cpus_per_worker=threads,
+                                              gpus_per_worker=1.0 if GPU else 0.0))
     t0 = time.time()
     run_trial(cfg, spec)
     reports = read_records(Storage.resolve(spec.record_dir()))[1:]
@@ -94,7 +103,14 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--config", default=None, help="a fine-tune config (default: the demo's)")
+    ap.add_argument("--gpu", action="store_true", help="train on the GPU on both paths")
+    ap.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     args = ap.parse_args()
+    global CONFIG, GPU
+    CONFIG, GPU = args.config, args.gpu
+    if not GPU:  # both paths on the CPU, even on a machine with a GPU
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
     from raytune_ft.engine.cluster import init_ray
 
     init_ray(None)  # the same local Ray the train and search commands start
@@ -116,6 +132,12 @@ def main() -> None:
     print(f"  start-up to first iteration: plain {statistics.fmean(x[2] for x in rows):.1f}s, "
           f"raytune_ft {statistics.fmean(x[3] for x in rows):.1f}s "
           f"(+{statistics.fmean(x[3] - x[2] for x in rows):.1f}s fixed cost of the Ray path)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "device": "GPU" if GPU else "CPU", "config": CONFIG or "demo",
+            "plain_iters_per_s": p, "raytune_ft_iters_per_s": r, "ratio": r / p,
+            "plain_startup_s": statistics.fmean(x[2] for x in rows),
+            "raytune_ft_startup_s": statistics.fmean(x[3] for x in rows)}, indent=2))
 
 
 if __name__ == "__main__":

@@ -113,6 +113,32 @@ def columns(head: Sequence[str], body: Sequence[Sequence[str]]) -> str:
 LIBRARY_LOGGERS = ("ray", "optuna")
 
 
+NODE_DIED = "Raylet is terminated"  # what Ray's cluster-wide error channel says of a lost node
+
+
+def route_ray_messages_to(path: os.PathLike | str) -> None:
+    """The messages Ray's raylets publish to every driver (worker-pool warnings, a dead node's
+    last 20 log lines, ...) are printed by Ray's driver thread to stdout whatever
+    `log_to_driver` says: they go to `path`, and the console gets one line when a node died
+    (a spot node reclaimed: the trials on it restart). Idempotent."""
+    import ray._private.worker as ray_worker
+
+    if getattr(ray_worker.print_to_stdstream, "raytune_ft_path", None) == str(path):
+        return
+
+    def to_log(data, ignore_prefix: bool) -> None:
+        lines = [str(line) for line in data.get("lines", [])]
+        with open(path, "a", encoding="utf-8") as f:
+            for line in lines:
+                f.write(f"({data.get('pid')}) {line}\n")
+        if any(NODE_DIED in line for line in lines):
+            print(f"[raytune_ft] Ray reports a node lost (its raylet died); trials that ran on "
+                  f"it restart from their checkpoints; details in {path}", flush=True)
+
+    to_log.raytune_ft_path = str(path)  # type: ignore[attr-defined]
+    ray_worker.print_to_stdstream = to_log
+
+
 def log_libraries_to(path: os.PathLike | str) -> None:
     """Ray's and Optuna's log records in this (driver) process go to `path`; their console
     handlers keep only ERROR and above, so a real error still shows. Called again after

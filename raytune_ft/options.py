@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,10 @@ DEFAULT_SEEDS = 2
 # B = 100: both the best config, p_beats_recipe 0.97 vs 0.92) and tied on the long-schedule
 # table; the probes' cost (0.56 epoch each) bought nothing there.
 DEFAULT_SCHEDULER = "step-after"
+# Waiting is not failing: a trial's worker group may wait this long in all for its resources
+# (a spot GPU node takes minutes to boot and pull the image); preemptions have their own budget.
+DEFAULT_RESOURCE_WAIT = "30m"
+DEFAULT_MAX_PREEMPTIONS = 10
 
 
 def _opt(help: str, **cli: Any) -> Any:
@@ -88,7 +93,16 @@ class _Common:
         "metric to optimise and keep checkpoints by (default coco/bbox_mAP, or the val "
         "evaluator's first metric when it reports no COCO box mAP)"))
     max_failures: int = field(default=2, metadata=_opt(
-        "worker-group restarts per trial before it is marked errored (default 2)"))
+        "restarts per trial after a crash of its workers (an exception, a killed process, a "
+        "node that vanished) before it is marked errored (default 2); waiting for resources "
+        "and preemptions have budgets of their own (--resource-wait, --max-preemptions)"))
+    max_preemptions: int = field(default=DEFAULT_MAX_PREEMPTIONS, metadata=_opt(
+        "restarts per trial after a node Ray knows was preempted (drained with reason "
+        f"PREEMPTION, e.g. a spot reclaim) (default {DEFAULT_MAX_PREEMPTIONS}; -1: no limit)"))
+    resource_wait: str = field(default=DEFAULT_RESOURCE_WAIT, metadata=_opt(
+        "how long a trial's workers may wait in all for their resources (nodes the autoscaler "
+        "starts, a GPU that another trial frees) before the trial is marked errored, e.g. 30m, "
+        f"2h (default {DEFAULT_RESOURCE_WAIT}: a spot GPU node plus an image pull)"))
     probe_length: float = field(default=0.5, metadata=_opt(
         "LR-step probe length as a fraction of an epoch (default 0.5)"))
     verbose: bool = field(default=False, metadata=_opt(
@@ -110,6 +124,11 @@ class _Common:
                             f"{self.gpus_per_worker:g}.")
         _one_of("placement", self.placement, PLACEMENTS)
         _at_least("max_failures", self.max_failures, 0)
+        _at_least("max_preemptions", self.max_preemptions, -1)
+        from raytune_ft.budget import parse_duration
+
+        parse_duration(self.resource_wait, flag("resource_wait"))
+        _check_gpus(self.gpus_per_worker, workers, flag(workers_field))
         if not 0 < self.probe_length <= 1:
             raise UserError(f"{_name('probe_length')} is a fraction of an epoch and must be in "
                             f"(0, 1], got {self.probe_length:g}.")
@@ -285,6 +304,23 @@ class TrainConfig(_Common):
         if any(not isinstance(e, int) or e < 1 for e in self.probe_epochs):
             raise UserError(f"{_name('probe_epochs')} must list epochs >= 1, got "
                             f"{list(self.probe_epochs)!r}.")
+
+
+def _check_gpus(gpus: float, workers: int, workers_flag: str) -> None:
+    """What one DDP rank can use: an mmengine Runner drives one device, so a worker holds at
+    most one GPU; a fraction of a GPU is shared with other trials, which only works when the
+    trial has one rank (NCCL refuses two ranks on one GPU: "Duplicate GPU detected")."""
+    if gpus > 1:
+        raise UserError(f"{_name('gpus_per_worker')} {gpus:g}: a worker is one DDP rank, and a "
+                        "rank (one mmengine Runner) trains on one GPU, so the others would sit "
+                        f"idle while being booked. For {gpus:g} GPUs per trial use "
+                        f"{workers_flag} {math.ceil(gpus) * workers} --gpus-per-worker 1.")
+    if 0 < gpus < 1 and workers > 1:
+        raise UserError(f"{_name('gpus_per_worker')} {gpus:g} with {workers_flag} {workers}: "
+                        "Ray could put two ranks of the trial on the same GPU, which NCCL "
+                        "refuses (\"Duplicate GPU detected\"). Fractional GPUs let several "
+                        f"one-worker trials share a GPU: use {workers_flag} 1, or "
+                        "--gpus-per-worker 1.")
 
 
 def _at_least(name: str, value: int | float, low: int | float) -> None:

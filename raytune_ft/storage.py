@@ -271,6 +271,15 @@ class ExperimentStorage:
         """The committed epoch reports of a trial, in order (read from the storage)."""
         return read_records(self.storage, self.name, TRIALS_DIR, self.trial_name(trial_id))
 
+    def phases(self, trial_id: str):
+        """How long the trial's worker groups ran and waited (raytune_ft.phases), from the
+        controller's phases.jsonl; None when the trial recorded none (older runs)."""
+        from raytune_ft.phases import PHASES_FILE, parse_phases, phase_times
+
+        data = self.storage.read_bytes(self.name, TRIALS_DIR, self.trial_name(trial_id),
+                                       PHASES_FILE)
+        return phase_times(parse_phases(data.decode())) if data else None
+
     # -- driver-side outputs ------------------------------------------------------------
     @cached_property
     def local_dir(self) -> Path:

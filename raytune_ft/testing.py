@@ -57,7 +57,13 @@ class RankAuditHook(Hook):
         line = {"epoch": runner.epoch, "rank": get_rank(), "samples": self._samples,
                 "param_digest": param_digest(runner.model),
                 "node_id": ray.get_runtime_context().get_node_id(),
-                "resumed": int(bool(runner.cfg.get("resume")))}
+                "resumed": int(bool(runner.cfg.get("resume"))),
+                # the devices this worker could see and the one its model trained on
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "device": str(next(runner.model.parameters()).device),
+                # the DDP wrapper as built (None: not wrapped, one worker)
+                "find_unused_parameters": getattr(runner.model, "find_unused_parameters", None),
+                "broadcast_buffers": getattr(runner.model, "broadcast_buffers", None)}
         with open(rank_dir / f"rank{get_rank()}.jsonl", "a") as f:
             f.write(json.dumps(line, default=str) + "\n")
 

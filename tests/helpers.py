@@ -152,3 +152,47 @@ def read_metrics(run_dir) -> list[dict]:
     from raytune_ft.storage import Storage, read_records
 
     return read_records(Storage.resolve(str(run_dir)))
+
+
+class FakeInstanceMetadata:
+    """EC2's instance metadata service on 127.0.0.1 (the one cloud API the tests stand in
+    for): IMDSv2 token, then 404 on the spot notice path until `notice(in_s)` arms it."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        fake = self
+        self.body: bytes | None = None
+        self.tokens_issued = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def do_PUT(self) -> None:
+                fake.tokens_issued += 1
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"test-token")
+
+            def do_GET(self) -> None:
+                ok = (self.path == "/latest/meta-data/spot/instance-action" and fake.body
+                      and self.headers.get("X-aws-ec2-metadata-token") == "test-token")
+                self.send_response(200 if ok else 404)
+                self.end_headers()
+                if ok:
+                    self.wfile.write(fake.body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def notice(self, in_s: float, action: str = "terminate") -> None:
+        import time
+
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + in_s))
+        self.body = json.dumps({"action": action, "time": when}).encode()
+
+    def close(self) -> None:
+        self.server.shutdown()

@@ -17,7 +17,8 @@ PACKAGE = REPO / "raytune_ft"
 LAYERS = ["entry", "cli", "pipeline", "experiment", "tuning", "engine", "mmconfig", "data",
           "foundations"]
 ENTRY = {"raytune_ft", "raytune_ft.search", "raytune_ft.train", "raytune_ft.confirm",
-         "raytune_ft.report", "raytune_ft.doctor"}  # the package API and the `python -m` names
+         "raytune_ft.report", "raytune_ft.doctor",
+         "raytune_ft.spot_watch"}  # the package API and the `python -m` names
 
 
 def layer_of(module: str) -> str:

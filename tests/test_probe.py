@@ -65,6 +65,20 @@ class _Spy(Hook):
 
 
 @pytest.mark.slow
+def test_probe_leaves_persistent_loader_workers_as_they_were(tmp_path, tiny_data):
+    """mmdet's configs keep their train loader's workers alive across epochs; their RandomFlip
+    draws from the workers' own RNG, which the probe's batches must not advance."""
+    cfg = write_tiny_config(tmp_path / "tiny.py", tiny_data, None, max_epochs=3, extra=(
+        "train_dataloader = dict(num_workers=1, persistent_workers=True)\n"
+        "randomness = dict(seed=0)"))
+    plain_digest, plain = train(cfg, tmp_path, "plain", [])
+    probed_digest, probed = train(cfg, tmp_path, "probed", [1])
+    assert probed[0]["probe"] is not None
+    assert probed_digest == plain_digest
+    assert [e["metrics"] for e in probed] == [e["metrics"] for e in plain]
+
+
+@pytest.mark.slow
 def test_probe_reports_a_stepped_score_and_leaves_the_run_unchanged(tmp_path, tiny_data):
     # score_thr 0: the tiny model's every box counts, so val (and the probe) detect something
     # and the probe's value is measured, not the 0.0 filled in when nothing is detected

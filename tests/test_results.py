@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from raytune_ft.engine.cluster import check_cluster_fits
+from raytune_ft.engine.capacity import ClusterCapacity, TrialDemand, check_capacity
 from raytune_ft.errors import UserError
 from raytune_ft.experiment.results import best_row, trial_row
 from raytune_ft.tuning.space import TrialShape, parse_space
@@ -83,16 +83,19 @@ NODE = {"CPU": 8.0, "GPU": 2.0}
 
 @pytest.mark.parametrize("nodes, workers, cpus, gpus, placement, needle", [
     ([NODE], 1, 1, 4, "PACK", "needs 1 worker(s) x (1 CPU, 4 GPU)"),
-    ([NODE, NODE], 3, 4, 1, "STRICT_PACK", "no placement (STRICT_PACK)"),
-    ([NODE, NODE], 3, 1, 1, "STRICT_SPREAD", "no placement (STRICT_SPREAD)"),
+    ([NODE, NODE], 3, 4, 1, "STRICT_PACK", "(STRICT_PACK), but the Ray cluster has 2 node(s)"),
+    ([NODE, NODE], 3, 1, 1, "STRICT_SPREAD", "(STRICT_SPREAD), but the Ray cluster has 2 node"),
     ([NODE], 1, 8, 0, "PACK", "8.01 CPU"),  # the trial's driver CPU on top of the worker's
 ])
 def test_cluster_that_cannot_place_a_trial_is_refused(nodes, workers, cpus, gpus, placement,
                                                       needle):
     with pytest.raises(UserError) as err:
-        check_cluster_fits(nodes, workers, cpus, gpus, placement, trial_cpus=0.01)
+        check_capacity(ClusterCapacity(nodes),
+                       TrialDemand(workers, cpus, gpus, placement, trial_cpus=0.01))
     assert needle in str(err.value)
-    assert "2 GPU" in str(err.value) or "4 GPU" in str(err.value)
+    gpus_up = sum(n["GPU"] for n in nodes)
+    assert f"up with {8 * len(nodes)} CPU and {gpus_up:g} GPU" in str(err.value)
+    assert "no autoscaler to add more" in str(err.value)
 
 
 @pytest.mark.parametrize("nodes, workers, cpus, gpus, placement", [
@@ -101,4 +104,5 @@ def test_cluster_that_cannot_place_a_trial_is_refused(nodes, workers, cpus, gpus
     ([NODE], 2, 4, 1, "STRICT_PACK"),
 ])
 def test_cluster_that_can_place_a_trial_passes(nodes, workers, cpus, gpus, placement):
-    check_cluster_fits(nodes, workers, cpus, gpus, placement)
+    assert check_capacity(ClusterCapacity(nodes), TrialDemand(workers, cpus, gpus, placement)) \
+        is None

@@ -10,6 +10,7 @@ import pytest
 from helpers import RANK_AUDIT, read_metrics, with_testing_hooks, write_tiny_config
 from raytune_ft.mmconfig.config import load_config
 from raytune_ft.engine.trial import TrialResources, TrialSpec, run_trial
+from raytune_ft.phases import PHASES_FILE, parse_phases, phase_times
 
 pytestmark = pytest.mark.slow  # Ray searches / training runs (make test-fast skips)
 
@@ -25,8 +26,12 @@ def rank_lines(run_dir: Path) -> dict[int, list[dict]]:
 
 def test_two_workers_two_epochs_report_and_checkpoint(ray_session, tiny_data, tiny_pretrained,
                                                       tmp_path):
+    # the config's own DDP options (mmdet's yolov3_mobilenetv2 configs need
+    # find_unused_parameters) must reach the wrapper raytune_ft builds
+    ddp = ("find_unused_parameters = True\n"
+           "model_wrapper_cfg = dict(type='MMDistributedDataParallel', broadcast_buffers=True)\n")
     cfg_path = write_tiny_config(tmp_path / "tiny.py", tiny_data, str(tiny_pretrained),
-                                 max_epochs=2, extra=with_testing_hooks(RANK_AUDIT))
+                                 max_epochs=2, extra=ddp + with_testing_hooks(RANK_AUDIT))
     spec = TrialSpec(name="ddp2", storage_path=str(tmp_path / "runs"), resources=TWO_WORKERS)
     result = run_trial(load_config(cfg_path), spec)
 
@@ -47,6 +52,13 @@ def test_two_workers_two_epochs_report_and_checkpoint(ray_session, tiny_data, ti
         assert seen0 | seen1 == set(range(1, 9)), "together the ranks cover the train set"
     # DDP averaged gradients: both ranks end with the same parameters.
     assert ranks[0][-1]["param_digest"] == pytest.approx(ranks[1][-1]["param_digest"], rel=1e-9)
+    for line in ranks[0] + ranks[1]:
+        assert line["find_unused_parameters"] is True and line["broadcast_buffers"] is True
+        # a CPU trial's workers see no GPU, whatever the node's CUDA_VISIBLE_DEVICES
+        assert line["cuda_visible_devices"] == "" and line["device"] == "cpu"
+    # its cost is the time its workers ran, its wait is apart: both from the controller
+    times = phase_times(parse_phases((Path(spec.run_dir) / PHASES_FILE).read_text()))
+    assert times.schedulings == 1 and times.running_s > 0 and times.waiting_since is None
 
 
 def test_killed_worker_resumes_from_its_checkpoint(ray_session, tiny_data, tiny_pretrained,
@@ -72,6 +84,9 @@ def test_killed_worker_resumes_from_its_checkpoint(ray_session, tiny_data, tiny_
     ranks = rank_lines(Path(spec.run_dir))
     assert [line["epoch"] for line in ranks[0]] == [1, 2, 3]
     assert [line["resumed"] for line in ranks[1]] == [0, 1, 1]
+    states = [r["state"] for r in parse_phases((Path(spec.run_dir) / PHASES_FILE).read_text())]
+    assert states.count("RUNNING") == 2 and states.count("SCHEDULING") == 2, states
+    assert states[-1] == "FINISHED", states
 
 
 def test_train_runs_the_declared_lr_at_its_batch_and_mmengine_does_not_scale_again(

@@ -80,6 +80,8 @@ def check_stack() -> tuple[dict[str, str | None], list[Finding]]:
             findings.append(Finding(False, f"mmcv compiled ops do not load: {err}",
                                     "rebuild: MMCV_WITH_OPS=1 pip install --no-build-isolation "
                                     "--force-reinstall mmcv==2.1.0"))
+    if mmcv is not None and not any(not f.ok and "mmcv" in f.what for f in findings):
+        findings.extend(check_cuda())
     if mmdet is not None and not any(not f.ok and "mmcv" in f.what for f in findings):
         try:
             importlib.import_module("mmdet.models")
@@ -87,6 +89,51 @@ def check_stack() -> tuple[dict[str, str | None], list[Finding]]:
         except Exception as err:  # noqa: BLE001
             findings.append(Finding(False, f"mmdet does not import: {err}"))
     return versions, findings
+
+
+def check_cuda() -> list[Finding]:
+    """On a machine with a GPU: mmcv's compiled ops run on it. Catches an mmcv built without
+    CUDA ops (a CPU wheel in a GPU image), one built for other GPU archs ("no kernel image is
+    available for execution on the device"), and a CUDA version mismatch with torch. Nothing
+    to check (and no finding) on a machine without a GPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    findings = []
+    major, minor = torch.cuda.get_device_capability(0)
+    name = torch.cuda.get_device_name(0)
+    try:
+        from mmcv.ops import get_compiling_cuda_version
+
+        built = get_compiling_cuda_version()
+    except Exception:  # noqa: BLE001 - an old mmcv without the helper
+        built = "unknown"
+    if built in ("not available", "unknown") or built.split(".")[0] != str(
+            torch.version.cuda).split(".")[0]:
+        findings.append(Finding(False, f"mmcv ops built for CUDA {built}, torch uses CUDA "
+                                       f"{torch.version.cuda}",
+                                "rebuild mmcv on this image: FORCE_CUDA=1 MMCV_WITH_OPS=1 pip "
+                                "install --no-build-isolation --force-reinstall mmcv==2.1.0"))
+    try:
+        from mmcv.ops import nms, roi_align
+
+        boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 10.0, 10.0]], device="cuda")
+        nms(boxes, torch.tensor([0.9, 0.8], device="cuda"), 0.5)
+        feats = torch.rand(1, 4, 16, 16, device="cuda")
+        rois = torch.tensor([[0.0, 1.0, 1.0, 9.0, 9.0]], device="cuda")
+        out = roi_align(feats, rois, (2, 2), 1.0, 0, "avg", True)
+        torch.cuda.synchronize()
+        assert out.shape == (1, 4, 2, 2), out.shape
+        findings.append(Finding(True, f"mmcv CUDA ops run on {name} (sm_{major}{minor}; nms, "
+                                      f"roi_align; mmcv built with CUDA {built})"))
+    except Exception as err:  # noqa: BLE001 - any failure means trials would fail on this GPU
+        findings.append(Finding(False, f"mmcv CUDA ops fail on {name} (sm_{major}{minor}): "
+                                       f"{str(err).splitlines()[0][:200]}",
+                                f"rebuild mmcv with TORCH_CUDA_ARCH_LIST including "
+                                f"{major}.{minor}: FORCE_CUDA=1 MMCV_WITH_OPS=1 pip install "
+                                "--no-build-isolation --force-reinstall mmcv==2.1.0"))
+    return findings
 
 
 def main() -> int:

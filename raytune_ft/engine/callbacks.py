@@ -69,3 +69,45 @@ class EpochRecordCallback(UserCallback):
             tag = key if "/" in key else f"train/{key}"
             self._writer.add_scalar(tag, value, global_step=epoch)
         self._writer.flush()
+
+
+try:  # Ray Train V2's controller hooks (the callbacks of RunConfig that are not UserCallbacks)
+    from ray.train.v2._internal.execution.callback import ControllerCallback
+except ImportError:  # pragma: no cover - Ray moved it: the phase record is then not written
+    ControllerCallback = object  # type: ignore[misc,assignment]
+
+
+class PhaseRecordCallback(ControllerCallback):
+    """Append every state change of the Train controller to `<run_dir>/phases.jsonl`, so a
+    trial's time splits into running (what it cost) and waiting for resources (node boot,
+    image pull, placement, restarts: raytune_ft.phases), and the driver can say a trial waits.
+
+    Runs on the controller, like EpochRecordCallback; with remote storage the file is uploaded
+    into the run's folder at each change (a few per attempt)."""
+
+    def __init__(self, run_dir: str, publish_to: tuple[Storage, str] | None = None) -> None:
+        self.run_dir = run_dir
+        self.publish_to = publish_to
+        self._last: str | None = None
+
+    def after_controller_state_update(self, previous_state, current_state) -> None:
+        import time
+
+        from raytune_ft.phases import PHASES_FILE
+
+        state = current_state._state_type.state_name  # noqa: SLF001 - Ray has no public getter
+        if state == self._last:  # the controller re-enters RUNNING at every poll of its workers
+            return
+        self._last = state
+        os.makedirs(self.run_dir, exist_ok=True)
+        path = os.path.join(self.run_dir, PHASES_FILE)
+        if self.publish_to and not os.path.exists(path):  # a controller restarted elsewhere
+            self.publish_to[0].download(path, self.publish_to[1], PHASES_FILE)
+        with open(path, "a") as f:
+            f.write(json.dumps({"state": state, "at": time.time()}) + "\n")
+        if self.publish_to:
+            storage, name = self.publish_to
+            try:
+                storage.upload(path, name, PHASES_FILE)
+            except Exception:  # noqa: BLE001 - a slow bucket must not fail the run; next change
+                pass

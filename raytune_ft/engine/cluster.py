@@ -113,7 +113,7 @@ def init_ray(address: str | None, quiet: bool = True,
     console is the driver's own lines: raytune_ft.tuning.progress, EpochFollower)."""
     import ray
 
-    from raytune_ft.console import log_libraries_to
+    from raytune_ft.console import log_libraries_to, route_ray_messages_to
 
     if log_file is not None:
         log_libraries_to(log_file)
@@ -138,37 +138,5 @@ def init_ray(address: str | None, quiet: bool = True,
                             f"{refused.split('. Ensure')[0]}. {TOKEN_HELP}") from None
     if log_file is not None:
         log_libraries_to(log_file)  # ray.init set the ray logger up again
+        route_ray_messages_to(log_file)
     return [{k: float(v) for k, v in n["Resources"].items()} for n in ray.nodes() if n["Alive"]]
-
-
-def check_cluster_fits(nodes: list[dict[str, float]], workers: int, cpus: float, gpus: float,
-                       placement: str = "PACK", trial_cpus: float = 0.0) -> None:
-    """Exit early (UserError) when no placement on this cluster can give a trial its workers:
-    each worker needs one node with C CPUs and G GPUs free (STRICT_SPREAD: W such nodes;
-    STRICT_PACK: one node for all W)."""
-    total_cpu = sum(n.get("CPU", 0.0) for n in nodes)
-    total_gpu = sum(n.get("GPU", 0.0) for n in nodes)
-    have = (f"the Ray cluster has {len(nodes)} node(s) with {total_cpu:g} CPU and {total_gpu:g} "
-            f"GPU in total (largest node: {max((n.get('CPU', 0) for n in nodes), default=0):g} "
-            f"CPU, {max((n.get('GPU', 0) for n in nodes), default=0):g} GPU)")
-    advice = ("Lower --workers / --cpus-per-worker / --gpus-per-worker, or join a bigger cluster "
-              "with --address.")
-    need = f"{workers} worker(s) x ({cpus:g} CPU, {gpus:g} GPU)"
-    if workers * gpus > total_gpu or workers * cpus + trial_cpus > total_cpu:
-        raise UserError(f"a trial needs {need} = {workers * cpus + trial_cpus:g} CPU and "
-                        f"{workers * gpus:g} GPU, but {have}. {advice}")
-
-    def slots(node: dict[str, float]) -> int:
-        by_cpu = int(node.get("CPU", 0.0) // cpus) if cpus else workers
-        by_gpu = int(node.get("GPU", 0.0) // gpus) if gpus else workers
-        return min(by_cpu, by_gpu)
-
-    fits = [slots(n) for n in nodes]
-    if placement == "STRICT_PACK":
-        ok = any(s >= workers for s in fits)
-    elif placement == "STRICT_SPREAD":
-        ok = sum(1 for s in fits if s >= 1) >= workers
-    else:
-        ok = sum(fits) >= workers
-    if not ok:
-        raise UserError(f"no placement ({placement}) of {need} fits: {have}. {advice}")

@@ -139,14 +139,39 @@ def _set_loader_state(loader, state: dict[str, Any]) -> None:
         loader.sampler.epoch = state["sampler_epoch"]
 
 
+def _to_cpu(obj: Any) -> Any:
+    """A deep copy with every tensor on the CPU: the snapshot of a GPU run must not hold a second
+    copy of the weights and optimizer state (3x the parameters with Adam) in GPU memory."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return type(obj)((k, _to_cpu(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
+def _probe_loader(loader):
+    """The loader the probe iterates. With `persistent_workers` the run's loader keeps its
+    worker processes, whose augmentation RNG the probe's batches would advance (the next epoch
+    would see other flips and crops than without a probe): the probe iterates a copy that starts
+    its own workers, seeded from the main process's RNG, which is restored afterwards."""
+    if not getattr(loader, "persistent_workers", False):
+        return loader
+    clone = copy.copy(loader)
+    object.__setattr__(clone, "persistent_workers", False)  # DataLoader guards its attributes
+    object.__setattr__(clone, "_iterator", None)
+    return clone
+
+
 def run_probe(runner, iters: int, gamma: float) -> dict[str, float]:
     """Train `iters` iterations at lr x gamma from the runner's current state, evaluate with the
     val evaluator, restore the state; return the metrics and the probe's cost."""
     model, optim = runner.model, runner.optim_wrapper
     loader = runner.train_loop.dataloader
     iters = max(1, min(int(iters), len(loader)))
-    saved = {"model": copy.deepcopy(model.state_dict()),
-             "optim": copy.deepcopy(optim.state_dict()),
+    saved = {"model": _to_cpu(model.state_dict()),
+             "optim": _to_cpu(optim.state_dict()),
              "inner_count": getattr(optim, "_inner_count", None),
              "rng": _rng_state(), "loader": _loader_state(loader)}
     started = time.perf_counter()
@@ -157,7 +182,7 @@ def run_probe(runner, iters: int, gamma: float) -> dict[str, float]:
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(runner.epoch)  # the order the next (stepped) epoch would see
         model.train()
-        for done, batch in enumerate(loader):
+        for done, batch in enumerate(_probe_loader(loader)):
             if done >= iters:
                 break
             model.train_step(batch, optim_wrapper=optim)

@@ -6,6 +6,7 @@ This is the only place the Ray Train objects are built. `python -m raytune_ft.tr
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -42,6 +43,19 @@ class TrialResources:
         return res
 
 
+START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"  # Ray Train V2's, default 60 s
+DEFAULT_START_TIMEOUT_S = 60.0
+
+
+def worker_group_start_timeout() -> float:
+    """Ray Train's wait for one worker group's placement, as this process's environment sets it
+    (a user may lower or raise it; Ray's default is 60 s)."""
+    try:
+        return max(1.0, float(os.environ.get(START_TIMEOUT_ENV, DEFAULT_START_TIMEOUT_S)))
+    except ValueError:
+        return DEFAULT_START_TIMEOUT_S
+
+
 @dataclass(frozen=True)
 class TrialSpec:
     """Everything a trial needs besides the config: where it lives and how it recovers."""
@@ -49,7 +63,13 @@ class TrialSpec:
     name: str
     storage_path: str  # a folder or URI; the run lives in <storage_path>/<name>
     resources: TrialResources = field(default_factory=TrialResources)
-    max_failures: int = 2
+    max_failures: int = 2  # crashes (WorkerGroupError) a trial restarts from
+    max_preemptions: int = 10  # restarts after a node Ray knows was preempted (-1: no limit)
+    resource_wait_s: float = 1800.0  # the longest a trial's worker groups wait for resources
+    # Ray Train's wait for one worker group's placement (RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S,
+    # read on the driver that made the spec); waits longer than it are retried, see
+    # `startup_retries`.
+    start_timeout_s: float = field(default_factory=lambda: worker_group_start_timeout())
     num_to_keep: int = 2
     metric: str | None = None
     mode: str = "max"
@@ -57,6 +77,15 @@ class TrialSpec:
     # "epoch_fraction" (probe length); None runs no probe
     probe: dict[str, Any] | None = None
     verbose: bool = False  # workers print everything (default: noise to the trial's log files)
+
+    @property
+    def startup_retries(self) -> int:
+        """Ray Train charges a worker group that is not placed within its start timeout
+        (WorkerGroupStartupTimeoutError) to `controller_failure_limit`, a budget of its own,
+        separate from crashes (`max_failures`) and preemptions (`max_preemption_failures`):
+        allowing as many timeouts as fit in `resource_wait_s` makes waiting for nodes cost
+        nothing of the crash budget and bounds the wait."""
+        return max(1, math.ceil(self.resource_wait_s / self.start_timeout_s))
 
     @cached_property
     def storage(self) -> Storage:
@@ -87,10 +116,12 @@ def build_trainer(cfg: Config, spec: TrialSpec, callbacks: list | None = None):
     from raytune_ft.engine.worker import train_loop_per_worker
 
     res = spec.resources
+    dist_timeout = ((cfg.get("env_cfg") or {}).get("dist_cfg") or {}).get("timeout")
     job: dict[str, Any] = {
         "cfg": config_to_dict(cfg),
         "work_dir": spec.local_work_dir(),
         "use_gpu": res.use_gpu,
+        "gpus_per_worker": res.gpus_per_worker,
         "cpus_per_worker": res.cpus_per_worker,
         "metric": spec.metric,
         "mode": spec.mode,
@@ -105,7 +136,10 @@ def build_trainer(cfg: Config, spec: TrialSpec, callbacks: list | None = None):
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=job,
-        torch_config=TorchConfig(backend="nccl" if res.use_gpu else "gloo"),
+        # mmengine skips its own init_dist (the group exists), so the config's
+        # env_cfg.dist_cfg.timeout reaches the process group only through TorchConfig
+        torch_config=TorchConfig(backend="nccl" if res.use_gpu else "gloo",
+                                 **({"timeout_s": int(dist_timeout)} if dist_timeout else {})),
         scaling_config=ray.train.ScalingConfig(
             num_workers=res.workers,
             use_gpu=res.use_gpu,
@@ -117,10 +151,15 @@ def build_trainer(cfg: Config, spec: TrialSpec, callbacks: list | None = None):
             **spec.storage.ray_kwargs(),
             failure_config=ray.train.FailureConfig(
                 max_failures=spec.max_failures,
-                controller_failure_limit=spec.max_failures,
+                controller_failure_limit=spec.startup_retries,
+                max_preemption_failures=spec.max_preemptions,
             ),
             checkpoint_config=checkpoint_config,
             callbacks=callbacks or None,
+            # Ray >= 2.5x keeps the machine's CUDA_VISIBLE_DEVICES in a 0-GPU actor: a CPU
+            # trial on a GPU node would train on cuda:0. Its workers see no GPU.
+            worker_runtime_env=(None if res.use_gpu
+                                else {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}),
             # Train's own INFO lines (requesting resources, starting the worker group, the
             # process group) stay in Ray's train log files unless --verbose
             logging_config=ray.train.LoggingConfig(log_level="INFO" if spec.verbose
@@ -176,14 +215,16 @@ def run_trial(cfg: Config, spec: TrialSpec, callbacks: list | None = None,
     """Run the fine-tune to its end (resuming a previous run of the same name) and return the
     Ray Train `Result`. `announce`: print one line per committed epoch from this driver
     (`train`); a Tune trial's epochs are printed by the search's driver instead."""
-    from raytune_ft.engine.callbacks import EpochRecordCallback
+    from raytune_ft.engine.callbacks import EpochRecordCallback, PhaseRecordCallback
 
     if not spec.storage.is_remote:
         os.makedirs(spec.storage.root, exist_ok=True)
-    record = EpochRecordCallback(spec.record_dir(),
-                                 publish_to=(spec.storage, spec.name) if spec.storage.is_remote
-                                 else None)
-    trainer = build_trainer(cfg, spec, [record, *(callbacks or [])])
+    publish_to = (spec.storage, spec.name) if spec.storage.is_remote else None
+    record = EpochRecordCallback(spec.record_dir(), publish_to=publish_to)
+    phases = PhaseRecordCallback(spec.record_dir(), publish_to=publish_to)
+    # Ray Train propagates this variable from the process that calls fit() to the controller
+    os.environ[START_TIMEOUT_ENV] = f"{spec.start_timeout_s:g}"
+    trainer = build_trainer(cfg, spec, [record, phases, *(callbacks or [])])
     if not announce:
         return trainer.fit()
     with EpochFollower(spec):

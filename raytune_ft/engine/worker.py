@@ -50,6 +50,22 @@ def _restore_from_ray(local_dir: Path) -> tuple[Path, int] | None:
     return target, epoch
 
 
+def ddp_wrapper_config(cfg, use_gpu: bool, local_device: int):
+    """The config's own DDP settings (`model_wrapper_cfg` fields such as a custom wrapper type,
+    and `find_unused_parameters=True` at its top level or in the wrapper, which models with
+    branches unused in some iterations need) with what Ray decided merged in: the device this
+    rank was given, and mmengine's default type when the config names none.
+    `broadcast_buffers` defaults to False (BN statistics stay per rank, as in mmdet's own
+    distributed training) unless the config sets it."""
+    from mmengine.config import ConfigDict
+
+    merged = ConfigDict(type="MMDistributedDataParallel", broadcast_buffers=False,
+                        find_unused_parameters=bool(cfg.get("find_unused_parameters", False)))
+    merged.update(cfg.get("model_wrapper_cfg") or {})
+    merged["device_ids"] = [local_device] if use_gpu else None
+    return merged
+
+
 def prepare_worker_config(cfg, job: dict[str, Any], rank: int, world_size: int,
                           use_gpu: bool) -> tuple[Any, dict[str, Any]]:
     """Set launcher, DDP wrapper, metric collection, checkpointing and the init source."""
@@ -58,12 +74,7 @@ def prepare_worker_config(cfg, job: dict[str, Any], rank: int, world_size: int,
     cfg.work_dir = job["work_dir"]
     cfg.launcher = "pytorch" if world_size > 1 else "none"
     if world_size > 1:
-        cfg.model_wrapper_cfg = ConfigDict(
-            type="MMDistributedDataParallel",
-            device_ids=None if not use_gpu else [int(job.get("local_device", 0))],
-            broadcast_buffers=False,
-            find_unused_parameters=False,  # every parameter must get a gradient (cheaper)
-        )
+        cfg.model_wrapper_cfg = ddp_wrapper_config(cfg, use_gpu, int(job.get("local_device", 0)))
         # Gather eval results with collectives: a temp dir is not shared across nodes.
         evaluators = cfg.val_evaluator if isinstance(cfg.val_evaluator, list) else [cfg.val_evaluator]
         for evaluator in evaluators:
@@ -105,6 +116,10 @@ def prepare_worker_config(cfg, job: dict[str, Any], rank: int, world_size: int,
 
 def train_loop_per_worker(job: dict[str, Any]) -> None:
     """Entry point Ray Train runs on every worker (`TorchTrainer(train_loop_per_worker=...)`)."""
+    if not job.get("use_gpu"):
+        # before anything initialises CUDA: a CPU trial on a GPU node must not see its GPUs
+        # (the worker's runtime env already says so; this also covers `ray.init(local_mode)`)
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
     import ray.train
     import torch
     from mmengine.config import Config
@@ -131,6 +146,11 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
         device = ray.train.torch.get_device()
         torch.cuda.set_device(device)
         job = {**job, "local_device": device.index or 0}
+        share = float(job.get("gpus_per_worker") or 1.0)
+        if share < 1.0:
+            # Ray shares the GPU between trials but does not bound their memory: each trial's
+            # caching allocator is held to its share (an OOM names the cap, not a neighbour)
+            torch.cuda.set_per_process_memory_fraction(share, device)
     allow_mmengine_checkpoints()
 
     cfg = Config(job["cfg"])

@@ -40,6 +40,7 @@ class TrialRow:
     seed: int | None = None
     source_trial: str | None = None  # confirm rows: the search trial whose config this re-ran
     restarts: int = 0  # times the trial resumed from its checkpoint (a lost worker, node or driver)
+    wait_seconds: float = 0.0  # waiting for resources (node boot, placement, restarts): no cost
 
 
 def collect(results, job: SearchJob, statuses: dict[str, str] | None = None) -> list[TrialRow]:
@@ -51,10 +52,13 @@ def collect(results, job: SearchJob, statuses: dict[str, str] | None = None) -> 
     for result in results:
         metrics = result.metrics or {}
         trial_id = metrics.get("trial_id") or _trial_id_from_path(result.path, statuses or {})
+        phases = job.experiment.phases(trial_id)
         rows.append(trial_row(
             job, trial_id, order=_creation_number(result.path, trial_id),
             config=dict(result.config or {}), records=job.experiment.records(trial_id),
-            seconds=float(metrics.get("time_total_s", 0.0)),
+            seconds=(phases.running_s if phases is not None
+                     else float(metrics.get("time_total_s", 0.0))),
+            wait_seconds=phases.waiting_s if phases is not None else 0.0,
             error=_first_line(result.error) if result.error is not None else None,
             tune_status=(statuses or {}).get(trial_id, "TERMINATED")))
     rows.sort(key=lambda r: r.order)
@@ -65,7 +69,8 @@ def collect(results, job: SearchJob, statuses: dict[str, str] | None = None) -> 
 
 def device_seconds(job: SearchJob, wall_seconds: float) -> float:
     """What a trial occupied: GPU-seconds on a GPU trial (its CPUs only feed the GPUs),
-    CPU-seconds on a CPU trial; `job.resources.device` says which."""
+    CPU-seconds on a CPU trial; `job.resources.device` says which. `wall_seconds` is the time
+    its worker groups ran (raytune_ft.phases), not the time it waited for them."""
     res = job.resources
     per_worker = res.gpus_per_worker if res.use_gpu else res.cpus_per_worker
     return wall_seconds * res.workers * per_worker
@@ -73,12 +78,14 @@ def device_seconds(job: SearchJob, wall_seconds: float) -> float:
 
 def trial_row(job: SearchJob, trial_id: str, order: int, config: dict[str, Any],
               records: list[dict[str, Any]], seconds: float, error: str | None = None,
-              tune_status: str = "TERMINATED") -> TrialRow:
+              tune_status: str = "TERMINATED", wait_seconds: float = 0.0) -> TrialRow:
     """One trial's outcome from its committed epoch records and what Tune knows of it.
 
     Args:
         records: the trial's committed epoch reports (metrics.jsonl), in order.
-        seconds: the trial's wall time (Tune's time_total_s).
+        seconds: the time the trial's worker groups ran, summed over attempts (its phases;
+            Tune's time_total_s for a run that recorded none).
+        wait_seconds: the time it waited for resources (reported, not charged).
         error: the trial's error, if Tune marked it errored.
         tune_status: Tune's saved status (PENDING for a trial an interruption cut short).
     """
@@ -107,7 +114,7 @@ def trial_row(job: SearchJob, trial_id: str, order: int, config: dict[str, Any],
     restarts = len({e.get("start_epoch") for e in records if e.get("resumed")})
     return TrialRow(trial_id, order, config, hparams, status, reason, epochs_run, max_epochs,
                     best, best_epoch, values[-1] if values else None, device_s, saved,
-                    restarts=restarts)
+                    restarts=restarts, wait_seconds=wait_seconds)
 
 
 def _trial_id_from_path(path: str, known: dict[str, str]) -> str:
@@ -168,6 +175,7 @@ def write_results(rows: list[TrialRow], job: SearchJob, confirmation=None,
         # device-seconds: GPU-seconds of GPU trials, CPU-seconds of CPU trials ("device")
         "total_device_seconds": sum(r.device_seconds for r in every),
         "device_seconds_saved_by_early_stopping": sum(r.saved_device_seconds for r in rows),
+        "total_wait_seconds": sum(r.wait_seconds for r in every),
         "device": job.resources.device,
         "experiment": exp.path,
     }
@@ -218,7 +226,7 @@ def write_csv(rows: list[TrialRow], job: SearchJob, path: Path) -> None:
         writer.writerow(["trial", "trial_id", "phase", "seed", "source_trial", "status", "reason",
                          *[f"space.{k}" for k in cfg_keys], *hp_keys, f"best {job.metric}",
                          "best_epoch", f"last {job.metric}", "epochs_run", "epochs_planned",
-                         f"{device}_seconds", "restarts"])
+                         f"{device}_seconds", "wait_seconds", "restarts"])
         for r in rows:
             point = sampled_point(r.config)
             writer.writerow([r.order, r.trial_id, r.phase, "" if r.seed is None else r.seed,
@@ -226,7 +234,8 @@ def write_csv(rows: list[TrialRow], job: SearchJob, path: Path) -> None:
                              *[point.get(k, "") for k in cfg_keys],
                              *[json.dumps(r.hparams[k]) if k in r.hparams else "" for k in hp_keys],
                              metric_text(r.best_metric), r.best_epoch or "", metric_text(r.last_metric),
-                             r.epochs_run, r.max_epochs, f"{r.device_seconds:.1f}", r.restarts])
+                             r.epochs_run, r.max_epochs, f"{r.device_seconds:.1f}",
+                             f"{r.wait_seconds:.1f}", r.restarts])
 
 
 def read_rows(experiment) -> list[TrialRow]:

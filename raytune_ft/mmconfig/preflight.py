@@ -228,10 +228,14 @@ class SmokeResult:
     iteration_seconds: float
 
 
-def smoke(cfg: Config) -> SmokeResult:
+def smoke(cfg: Config, cpu_stand_in: bool = False) -> SmokeResult:
     """One real training iteration and one validation batch, in this process, on a copy of the
     config: catches shape, pipeline and checkpoint errors in seconds, and times the iteration
-    (the time budget's estimate of a trial)."""
+    (the time budget's estimate of a trial).
+
+    `cpu_stand_in`: the trials train on GPUs this driver does not have (a CPU head): the smoke
+    run checks the same config on the CPU, with mixed precision (AmpOptimWrapper, which needs a
+    GPU) run as a plain OptimWrapper; its timing is then not a trial's."""
     import time
 
     from mmengine.hooks import Hook
@@ -263,6 +267,10 @@ def smoke(cfg: Config) -> SmokeResult:
     cfg.work_dir = tempfile.mkdtemp(prefix="raytune_ft_smoke_")
     cfg.launcher = "none"
     cfg.resume = False
+    if cpu_stand_in and cfg.get("optim_wrapper", {}).get("type") == "AmpOptimWrapper":
+        for key in ("loss_scale", "dtype", "use_fsdp"):
+            cfg.optim_wrapper.pop(key, None)
+        cfg.optim_wrapper.type = "OptimWrapper"
     allow_mmengine_checkpoints()
     timer = IterationTimer()
     try:

@@ -60,7 +60,9 @@ def run_confirmation(plan: SearchPlan, rows: list[TrialRow], k: int,
                 verbose=1 if config.verbose else 0,
                 failure_config=tune.FailureConfig(max_failures=0),
                 callbacks=[*result_loggers(),
-                           ConsoleProgress(job.metric, job.mode, len(candidates) * len(seeds))],
+                           ConsoleProgress(job.metric, job.mode, len(candidates) * len(seeds),
+                                           experiment=exp,
+                                           resource_wait=config.resource_wait)],
                 **exp.tune_run_kwargs()))
 
     grid = fit_quietly(restore_or_create(trainable, exp, create), config.verbose)

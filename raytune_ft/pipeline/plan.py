@@ -95,14 +95,14 @@ def check_extension(config: SearchConfig, saved: SearchConfig | None) -> None:
 
 def prepare(config: SearchConfig) -> SearchPlan:
     """Everything that can fail on user input, checked before Ray starts any trial."""
+    from raytune_ft.budget import parse_duration
     from raytune_ft.engine.trial import TrialResources
     from raytune_ft.mmconfig.config import config_to_dict, load_config, test_annotation
     from raytune_ft.mmconfig.hparams import read_hparams
     from raytune_ft.mmconfig.metrics import default_metric
     from raytune_ft.mmconfig.preflight import (check_annotations, check_load_from,
                                                check_load_from_fits, check_metric,
-                                               check_points_apply,
-                                               check_time_budget_holds_a_trial, smoke)
+                                               check_points_apply)
     from raytune_ft.tuning.scheduler import search_probe_spec
     from raytune_ft.tuning.space import TrialShape, load_space, recipe_point, to_hparams
     from raytune_ft.tuning.trackers import check_trackers
@@ -138,28 +138,52 @@ def prepare(config: SearchConfig) -> SearchPlan:
     points += [{**points[0], **extra} for extra in check_points(config.points, space)]
     check_points_apply(cfg, [to_hparams(p, space, recipe, shape) for p in points])
     if config.smoke:
-        ran = smoke(cfg)
-        print(f"[raytune_ft] smoke test passed in {ran.seconds:.1f}s "
-              f"({ran.iteration_seconds:.2f}s per training iteration)", flush=True)
-        if config.time_budget is not None:
-            epochs = shortest_schedule(space, recipe)
-            check_time_budget_holds_a_trial(
-                config.time_budget_s, ran.iteration_seconds * shape.iters_per_epoch * epochs,
-                f"{shape.iters_per_epoch} iterations per epoch x {epochs} epochs, the shortest "
-                f"schedule, at the smoke run's {ran.iteration_seconds:.2f}s per iteration; "
-                "validation and start-up not counted")
+        run_smoke(config, cfg, shape, space, recipe)
     job = SearchJob(
         cfg=config_to_dict(cfg), space=space, recipe=recipe, shape=shape,
         resources=TrialResources(workers, config.cpus_per_worker, config.gpus_per_worker,
                                  config.placement),
         experiment=experiment, metric=config.metric, mode=config.mode,
         max_failures=config.max_failures, num_to_keep=config.num_to_keep,
+        max_preemptions=config.max_preemptions,
+        resource_wait_s=parse_duration(config.resource_wait, "--resource-wait"),
         probe=search_probe_spec(config.scheduler, config.resolved_grace,
                                 config.reduction_factor, config.probe_length),
         verbose=config.verbose,
     )
     return SearchPlan(config, job, points, data["images"],
                       saved.num_samples if saved is not None else 0)
+
+
+def run_smoke(config: SearchConfig, cfg, shape, space: SearchSpace,
+              recipe: dict[str, Any]) -> None:
+    """--smoke: one training iteration and one validation batch in this process. Trials that
+    train on GPUs this driver lacks (a CPU head) get the same check on the CPU, said so, and
+    no time-budget estimate from it (a CPU iteration says nothing of a GPU trial's length)."""
+    import torch
+
+    from raytune_ft.mmconfig.preflight import check_time_budget_holds_a_trial, smoke
+
+    stand_in = config.gpus_per_worker > 0 and not torch.cuda.is_available()
+    ran = smoke(cfg, cpu_stand_in=stand_in)
+    if stand_in:
+        print(f"[raytune_ft] smoke test passed in {ran.seconds:.1f}s on this driver's CPU (the "
+              "trials train on GPUs, which this machine does not have): the config builds, "
+              "its data and weights load and one step trains"
+              + ("; mixed precision ran as a plain OptimWrapper here"
+                 if cfg.get("optim_wrapper", {}).get("type") == "AmpOptimWrapper" else "")
+              + (". A CPU iteration says nothing of a GPU trial's length: --time-budget is not "
+                 "checked against it" if config.time_budget is not None else ""), flush=True)
+        return
+    print(f"[raytune_ft] smoke test passed in {ran.seconds:.1f}s "
+          f"({ran.iteration_seconds:.2f}s per training iteration)", flush=True)
+    if config.time_budget is not None:
+        epochs = shortest_schedule(space, recipe)
+        check_time_budget_holds_a_trial(
+            config.time_budget_s, ran.iteration_seconds * shape.iters_per_epoch * epochs,
+            f"{shape.iters_per_epoch} iterations per epoch x {epochs} epochs, the shortest "
+            f"schedule, at the smoke run's {ran.iteration_seconds:.2f}s per iteration; "
+            "validation and start-up not counted")
 
 
 def check_scheduler_args(config: SearchConfig, cfg) -> None:

@@ -111,7 +111,11 @@ def build_tuner(plan: SearchPlan, nodes: list[dict[str, float]], started_at: flo
     trainable = driven_trainable(tune_trainable, job, nodes)
 
     total = 1 if config.searcher == "grid" else num_samples or config.num_samples
-    progress = ConsoleProgress(job.metric, job.mode, total, started_at=started_at)
+    res = job.resources
+    progress = ConsoleProgress(
+        job.metric, job.mode, total, started_at=started_at, experiment=exp,
+        demand=f"{res.workers} worker(s) x ({res.cpus_per_worker:g} CPU, "
+               f"{res.gpus_per_worker:g} GPU)", resource_wait=config.resource_wait)
 
     def create():
         save_config(config, exp)
@@ -200,7 +204,8 @@ def run_search(config: SearchConfig) -> SearchResult:
         ...     gpus_per_worker=1, address="auto"))  # doctest: +SKIP
         >>> print(result.best_hparams, result.best_config)  # doctest: +SKIP
     """
-    from raytune_ft.engine.cluster import check_cluster_fits, init_ray, ray_logs_dir
+    from raytune_ft.engine.capacity import TrialDemand, check_capacity, read_capacity
+    from raytune_ft.engine.cluster import init_ray, ray_logs_dir
     from raytune_ft.tuning.tuner import trial_driver_resources
 
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # see trackers
@@ -213,9 +218,11 @@ def run_search(config: SearchConfig) -> SearchResult:
           f"{plan.points[0]}", flush=True)
     nodes = init_ray(config.address, log_file=None if config.verbose
                      else plan.experiment.local_path(DRIVER_LOG))
-    check_cluster_fits(nodes, config.workers_per_trial, config.cpus_per_worker,
-                       config.gpus_per_worker, config.placement,
-                       trial_cpus=trial_driver_resources(nodes)["cpu"] * config.max_concurrent)
+    waits_for_nodes = check_capacity(read_capacity(nodes), TrialDemand(
+        config.workers_per_trial, config.cpus_per_worker, config.gpus_per_worker,
+        config.placement, trial_cpus=trial_driver_resources(nodes)["cpu"] * config.max_concurrent))
+    if waits_for_nodes:
+        print(f"[raytune_ft] {waits_for_nodes}, {config.resource_wait} each", flush=True)
     if config.check_only:
         print(f"[raytune_ft] check-only: all checks passed in {time.time() - started:.1f}s "
               f"({len(nodes)} Ray node(s)); no trial was started.")

@@ -10,7 +10,13 @@ Tune's own status table, its trial boxes and every actor's output stay off the c
     [raytune_ft] [4/10 trials] best 0.0920 (trial 64785fe3) | running: c30c2599 epoch 2/4 |
                  18 min elapsed
 
-A progress line follows every trial end and, while trials run, at most every `every_s`.
+    [raytune_ft] trial 64785fe3 waiting 2m10s for its workers' resources (8 worker(s) x
+                 (6 CPU, 1 GPU)): nodes the autoscaler starts, or GPUs other trials free; ...
+    [raytune_ft] trial 64785fe3: resources arrived after 3m02s of waiting
+
+A progress line follows every trial end and, while trials run, at most every `every_s`. A trial
+whose workers wait for resources (read from its controller's phases, raytune_ft.phases) is
+named once it has waited WAIT_NOTICE_S, again every WAIT_REPEAT_S, and when they arrive.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from ray.tune import Callback
 from raytune_ft.console import epoch_line, metric_text
 
 PROGRESS_EVERY_S = 300.0
+WAIT_NOTICE_S = 30.0  # a placement that takes longer is worth a line
+WAIT_REPEAT_S = 300.0
+WAIT_POLL_S = 10.0
 
 
 def _short(value: Any) -> str:
@@ -48,8 +57,14 @@ class ConsoleProgress(Callback):
     """One line per trial start, epoch and end, and a compact progress line."""
 
     def __init__(self, metric: str, mode: str, total: int, every_s: float = PROGRESS_EVERY_S,
-                 started_at: float | None = None) -> None:
+                 started_at: float | None = None, experiment=None, demand: str = "",
+                 resource_wait: str = "") -> None:
+        """`experiment` (an ExperimentStorage) lets the console read each running trial's
+        phases; `demand` (what a trial's workers ask) and `resource_wait` go into its line."""
         self.metric, self.mode, self.total, self.every_s = metric, mode, total, every_s
+        self.experiment, self.demand, self.resource_wait = experiment, demand, resource_wait
+        self._wait_said: dict[str, float] = {}  # trial id -> when its wait was last named
+        self._last_wait_poll = 0.0
         self.started_at = started_at or time.time()
         self._last_progress = time.time()
         self._best: dict[str, tuple[float, int]] = {}  # trial id -> (best value, its epoch)
@@ -84,6 +99,37 @@ class ConsoleProgress(Callback):
     def on_step(self, iteration: int, trials: list, **info: Any) -> None:
         if self._running and time.time() - self._last_progress >= self.every_s:
             self._progress(trials)
+        if (self.experiment is not None and self._running
+                and time.time() - self._last_wait_poll >= WAIT_POLL_S):
+            self._last_wait_poll = time.time()
+            for trial_id in sorted(self._running):
+                self._say_wait(trial_id)
+
+    def _say_wait(self, trial_id: str) -> None:
+        """Name a trial whose workers wait for their resources, and say when they arrived."""
+        from raytune_ft.budget import format_duration
+
+        try:
+            times = self.experiment.phases(trial_id)
+        except Exception:  # noqa: BLE001 - a half-written file or a slow bucket: next poll
+            return
+        if times is None:
+            return
+        now = time.time()
+        if times.waiting_since is not None:
+            waited = now - times.waiting_since
+            said = self._wait_said.get(trial_id)
+            if waited >= WAIT_NOTICE_S and (said is None or now - said >= WAIT_REPEAT_S):
+                self._wait_said[trial_id] = now
+                print(f"[raytune_ft] trial {trial_id} waiting {format_duration(waited)} for its "
+                      f"workers' resources" + (f" ({self.demand})" if self.demand else "")
+                      + ": nodes the autoscaler starts, or what other trials free"
+                      + (f"; it gives up after --resource-wait {self.resource_wait} of waiting"
+                         if self.resource_wait else ""), flush=True)
+        elif trial_id in self._wait_said:
+            del self._wait_said[trial_id]
+            print(f"[raytune_ft] trial {trial_id}: resources arrived after "
+                  f"{format_duration(times.waiting_s)} of waiting", flush=True)
 
     # -- lines ------------------------------------------------------------------------------
     def _why(self, trial_id: str) -> str:

@@ -8,7 +8,7 @@ restored trial finds its own checkpoints and resumes from them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mmengine.config import Config
@@ -16,7 +16,8 @@ from mmengine.config import Config
 from raytune_ft.mmconfig.hparams import apply_hparams
 from raytune_ft.tuning.space import SearchSpace, TrialShape, to_hparams
 from raytune_ft.storage import ExperimentStorage
-from raytune_ft.engine.trial import TrialResources, TrialSpec, run_trial
+from raytune_ft.engine.trial import (TrialResources, TrialSpec, run_trial,
+                                    worker_group_start_timeout)
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,10 @@ class SearchJob:
     num_to_keep: int
     probe: dict[str, Any] | None = None  # LR-step probe at the scheduler's rungs (step-probe)
     verbose: bool = False
+    max_preemptions: int = 10
+    resource_wait_s: float = 1800.0
+    # Ray Train's start timeout as the search's driver sees it (trials run in other processes)
+    start_timeout_s: float = field(default_factory=worker_group_start_timeout)
 
 
 def sampled_point(config: dict[str, Any]) -> dict[str, Any]:
@@ -73,6 +78,9 @@ def _run(config: dict[str, Any], job: SearchJob, seed: int | None = None) -> Non
         storage_path=job.experiment.trials_root,
         resources=job.resources,
         max_failures=job.max_failures,
+        max_preemptions=job.max_preemptions,
+        resource_wait_s=job.resource_wait_s,
+        start_timeout_s=job.start_timeout_s,
         num_to_keep=job.num_to_keep,
         metric=job.metric,
         mode=job.mode,
