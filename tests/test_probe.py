@@ -68,7 +68,7 @@ class _Spy(Hook):
 def test_probe_leaves_persistent_loader_workers_as_they_were(tmp_path, tiny_data):
     """mmdet's configs keep their train loader's workers alive across epochs; their RandomFlip
     draws from the workers' own RNG, which the probe's batches must not advance."""
-    cfg = write_tiny_config(tmp_path / "tiny.py", tiny_data, None, max_epochs=3, extra=(
+    cfg = write_tiny_config(tmp_path / "tiny.py", tiny_data, None, max_epochs=2, extra=(
         "train_dataloader = dict(num_workers=1, persistent_workers=True)\n"
         "randomness = dict(seed=0)"))
     plain_digest, plain = train(cfg, tmp_path, "plain", [])
