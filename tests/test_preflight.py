@@ -158,9 +158,12 @@ def test_impossible_resources_say_what_the_cluster_has(ray_session, setup, capsy
     """Asks for one GPU / CPU more than this Ray cluster has (0 GPU here, N on a GPU machine)."""
     have = ray_session.cluster_resources()
     gpus, cpus = have.get("GPU", 0.0), have["CPU"]
-    rc, err = run_check(setup, capsys, "", "--gpus-per-worker", f"{gpus + 1:g}")
+    workers = int(gpus) + 1  # a rank drives one GPU: more GPUs per trial means more workers
+    rc, err = run_check(setup, capsys, "", "--workers-per-trial", str(workers),
+                        "--gpus-per-worker", "1")
     assert rc == 2 and f"{gpus:g} GPU in total" in err, err
-    assert "1 worker(s) x (" in err and f"{gpus + 1:g} GPU)" in err, err
+    assert f"{workers} worker(s) x (" in err and " 1 GPU)" in err, err
+    assert "no autoscaler to add more" in err, err
     rc, err = run_check(setup, capsys, "", "--cpus-per-worker", f"{cpus + 1:g}")
     assert rc == 2 and f"{cpus:g} CPU and {gpus:g} GPU in total" in err, err
 
