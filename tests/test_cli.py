@@ -47,13 +47,17 @@ def test_train_bad_input_exits_2_naming_it(args, needle):
 
 @pytest.mark.slow
 def test_train_impossible_resources_exit_2_before_training(tmp_path):
-    """More GPUs per worker than any machine has: refused before training, naming the totals
-    (0 GPU here, however many on a GPU machine)."""
+    """More GPUs than any machine has: refused before training, naming the totals (0 GPU here,
+    however many on a GPU machine); more than one GPU per worker is refused with the fix."""
+    proc = run("raytune_ft.train", "--workers", "1000", "--gpus-per-worker", "1",
+               "--work-dir", str(tmp_path), timeout=300)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert re.search(r"a trial needs 1000 worker\(s\) x \([\d.]+ CPU, 1 GPU\).* \d+ GPU in "
+                     r"total", proc.stderr), proc.stderr
     proc = run("raytune_ft.train", "--gpus-per-worker", "1000", "--work-dir", str(tmp_path),
                timeout=300)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert re.search(r"a trial needs 1 worker\(s\) x \([\d.]+ CPU, 1000 GPU\).* \d+ GPU in "
-                     r"total", proc.stderr), proc.stderr
+    assert proc.returncode == 2 and "--workers 1000 --gpus-per-worker 1" in proc.stderr, \
+        proc.stderr
 
 
 @pytest.mark.slow
