@@ -196,3 +196,12 @@ class FakeInstanceMetadata:
 
     def close(self) -> None:
         self.server.shutdown()
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a Ray head the test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

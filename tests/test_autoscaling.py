@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import (RANK_AUDIT, REPO, FakeInstanceMetadata, read_metrics, with_testing_hooks,
-                     write_tiny_config)
+from helpers import (RANK_AUDIT, REPO, FakeInstanceMetadata, free_port, read_metrics,
+                     with_testing_hooks, write_tiny_config)
 
 pytestmark = pytest.mark.slow
 
@@ -53,14 +53,6 @@ FAKE_CLUSTER = {
 }
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def autoscaling_cluster(tmp_path_factory):
     """A head of 0 CPUs (+ `trial_driver`) and two worker node types at min_workers 0, nodes
@@ -75,7 +67,7 @@ def autoscaling_cluster(tmp_path_factory):
     from ray._private.services import get_node_ip_address
 
     root = tmp_path_factory.mktemp("autoscaling")
-    port, dashboard = _free_port(), _free_port()
+    port, dashboard = free_port(), free_port()
     address = f"{get_node_ip_address()}:{port}"
     config = root / "autoscaling.yaml"  # the nodes it starts join the head at `address`
     config.write_text(yaml.safe_dump({**FAKE_CLUSTER, "provider": {

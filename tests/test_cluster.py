@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import RANK_AUDIT, REPO, with_testing_hooks, write_tiny_config
+from helpers import RANK_AUDIT, REPO, free_port, with_testing_hooks, write_tiny_config
 
 
 def ray_check(config: dict) -> dict:
@@ -220,14 +220,6 @@ def test_a_trial_survives_losing_its_node(three_node_cluster, tiny_data, tiny_pr
     assert other["status"] == "finished" and other["restarts"] == "0"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def token_head(tmp_path, no_shared_ray):
     """A local Ray head started the way cluster.yaml starts one: RAY_AUTH_MODE=token with a
@@ -244,7 +236,7 @@ def token_head(tmp_path, no_shared_ray):
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
     env = {**clean, "HOME": str(home), "RAY_AUTH_MODE": "token",
            "RAY_AUTH_TOKEN_PATH": str(token)}
-    port, dashboard = _free_port(), _free_port()
+    port, dashboard = free_port(), free_port()
     ray_cli = str(Path(sys.executable).parent / "ray")
     subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2",
                     "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
