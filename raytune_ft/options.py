@@ -109,6 +109,12 @@ class _Common:
         "print the workers' full mmengine logs, the COCO evaluation tables and Ray Train's "
         "report lines here too (by default they go to files in each trial's folder)"))
 
+    @property
+    def resource_wait_s(self) -> float:
+        from raytune_ft.budget import parse_duration
+
+        return parse_duration(self.resource_wait, flag("resource_wait"))
+
     def replace(self, **changes: Any):
         """A copy with `changes` (validated again)."""
         return dataclasses.replace(self, **changes)

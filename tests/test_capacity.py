@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from helpers import REPO
-from raytune_ft.engine.capacity import (ClusterCapacity, NodeType, TrialDemand, check_capacity,
-                                        node_types_of)
+from raytune_ft.engine.capacity import ClusterCapacity, NodeType, check_capacity, node_types_of
+from raytune_ft.engine.trial import TrialResources
 from raytune_ft.errors import UserError
 from raytune_ft.options import SearchConfig, TrainConfig
 
@@ -22,17 +22,17 @@ GPU8 = NodeType("gpu_worker", {"CPU": 48.0, "GPU": 8.0}, max_workers=2)
 
 def test_a_trial_that_fits_only_nodes_the_autoscaler_adds_passes_and_says_so():
     capacity = ClusterCapacity([HEAD], (GPU8,), max_workers=8, autoscaler="cluster.yaml")
-    line = check_capacity(capacity, TrialDemand(8, 6, 1, "PACK"))
+    line = check_capacity(capacity, TrialResources(8, 6, 1, "PACK"))
     assert line is not None
     assert "1 node(s) up with 8 CPU and 0 GPU" in line
     assert "the autoscaler will add gpu_worker (48 CPU, 8 GPU; up to 2)" in line
 
 
 @pytest.mark.parametrize("demand, why", [
-    (TrialDemand(17, 1, 1, "PACK"), "17 GPU"),  # 2 nodes x 8 GPUs at most
-    (TrialDemand(3, 1, 1, "STRICT_SPREAD"), "STRICT_SPREAD"),  # 3 nodes, 2 can exist
-    (TrialDemand(9, 1, 1, "STRICT_PACK"), "STRICT_PACK"),  # 9 GPUs on one 8-GPU node
-    (TrialDemand(1, 64, 1, "PACK"), "64 CPU"),  # no node type has 64 CPUs
+    (TrialResources(17, 1, 1, "PACK"), "17 GPU"),  # 2 nodes x 8 GPUs at most
+    (TrialResources(3, 1, 1, "STRICT_SPREAD"), "STRICT_SPREAD"),  # 3 nodes, 2 can exist
+    (TrialResources(9, 1, 1, "STRICT_PACK"), "STRICT_PACK"),  # 9 GPUs on one 8-GPU node
+    (TrialResources(1, 64, 1, "PACK"), "64 CPU"),  # no node type has 64 CPUs
 ])
 def test_a_trial_no_node_type_can_ever_hold_is_refused_naming_the_types(demand, why):
     capacity = ClusterCapacity([HEAD], (GPU8,), max_workers=8, autoscaler="cluster.yaml")
@@ -45,14 +45,14 @@ def test_a_trial_no_node_type_can_ever_hold_is_refused_naming_the_types(demand, 
 
 def test_the_cluster_wide_worker_cap_bounds_what_the_autoscaler_can_add():
     capacity = ClusterCapacity([HEAD], (GPU8,), max_workers=1, autoscaler="cluster.yaml")
-    assert check_capacity(capacity, TrialDemand(8, 1, 1)) is not None  # one node: fits
+    assert check_capacity(capacity, TrialResources(8, 1, 1)) is not None  # one node: fits
     with pytest.raises(UserError, match="at most 1 worker node"):
-        check_capacity(capacity, TrialDemand(9, 1, 1))
+        check_capacity(capacity, TrialResources(9, 1, 1))
 
 
 def test_an_autoscaler_whose_node_types_are_unknown_here_does_not_refuse():
     capacity = ClusterCapacity([HEAD], (), autoscaler="an autoscaler whose config ...")
-    line = check_capacity(capacity, TrialDemand(8, 6, 1))
+    line = check_capacity(capacity, TrialResources(8, 6, 1))
     assert "cannot read" in line and "--resource-wait" in line
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from raytune_ft.engine.capacity import ClusterCapacity, TrialDemand, check_capacity
+from raytune_ft.engine.capacity import ClusterCapacity, check_capacity
 from raytune_ft.errors import UserError
 from raytune_ft.experiment.results import best_row, trial_row
 from raytune_ft.tuning.space import TrialShape, parse_space
@@ -90,8 +90,8 @@ NODE = {"CPU": 8.0, "GPU": 2.0}
 def test_cluster_that_cannot_place_a_trial_is_refused(nodes, workers, cpus, gpus, placement,
                                                       needle):
     with pytest.raises(UserError) as err:
-        check_capacity(ClusterCapacity(nodes),
-                       TrialDemand(workers, cpus, gpus, placement, trial_cpus=0.01))
+        check_capacity(ClusterCapacity(nodes), TrialResources(workers, cpus, gpus, placement),
+                       trial_cpus=0.01)
     assert needle in str(err.value)
     gpus_up = sum(n["GPU"] for n in nodes)
     assert f"up with {8 * len(nodes)} CPU and {gpus_up:g} GPU" in str(err.value)
@@ -104,5 +104,5 @@ def test_cluster_that_cannot_place_a_trial_is_refused(nodes, workers, cpus, gpus
     ([NODE], 2, 4, 1, "STRICT_PACK"),
 ])
 def test_cluster_that_can_place_a_trial_passes(nodes, workers, cpus, gpus, placement):
-    assert check_capacity(ClusterCapacity(nodes), TrialDemand(workers, cpus, gpus, placement)) \
-        is None
+    assert check_capacity(ClusterCapacity(nodes),
+                          TrialResources(workers, cpus, gpus, placement)) is None

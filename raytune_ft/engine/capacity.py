@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from raytune_ft.engine.trial import TrialResources
 from raytune_ft.errors import UserError
 
 
@@ -58,21 +59,6 @@ class ClusterCapacity:
         cpu = sum(n.get("CPU", 0.0) for n in self.nodes)
         gpu = sum(n.get("GPU", 0.0) for n in self.nodes)
         return f"{len(self.nodes)} node(s) up with {cpu:g} CPU and {gpu:g} GPU"
-
-
-@dataclass(frozen=True)
-class TrialDemand:
-    """What one trial asks of the cluster (W workers of C CPUs and G GPUs) plus the CPUs all
-    running trials' drivers hold."""
-
-    workers: int
-    cpus: float
-    gpus: float
-    placement: str = "PACK"
-    trial_cpus: float = 0.0
-
-    def describe(self) -> str:
-        return f"{self.workers} worker(s) x ({self.cpus:g} CPU, {self.gpus:g} GPU)"
 
 
 def read_capacity(nodes: list[dict[str, float]]) -> ClusterCapacity:
@@ -164,40 +150,45 @@ def _monitor_config_path(pid) -> Path | None:
     return None
 
 
-def placement_fits(nodes: list[dict[str, float]], shape: TrialDemand) -> bool:
-    """Whether `shape`'s workers can be placed on `nodes` (each worker needs one node with C
+def placement_fits(nodes: list[dict[str, float]], trial: TrialResources,
+                   trial_cpus: float = 0.0) -> bool:
+    """Whether `trial`'s workers can be placed on `nodes` (each worker needs one node with C
     CPUs and G GPUs; STRICT_SPREAD: W such nodes; STRICT_PACK: one node for all W) and the
     drivers' CPUs fit in what is left in total."""
     total_cpu = sum(n.get("CPU", 0.0) for n in nodes)
     total_gpu = sum(n.get("GPU", 0.0) for n in nodes)
-    if (shape.workers * shape.gpus > total_gpu + 1e-9
-            or shape.workers * shape.cpus + shape.trial_cpus > total_cpu + 1e-9):
+    if (trial.workers * trial.gpus_per_worker > total_gpu + 1e-9
+            or trial.workers * trial.cpus_per_worker + trial_cpus > total_cpu + 1e-9):
         return False
 
+    cpus, gpus = trial.cpus_per_worker, trial.gpus_per_worker
+
     def slots(node: dict[str, float]) -> int:
-        by_cpu = int(node.get("CPU", 0.0) // shape.cpus + 1e-9) if shape.cpus else shape.workers
-        by_gpu = int(node.get("GPU", 0.0) // shape.gpus + 1e-9) if shape.gpus else shape.workers
+        by_cpu = int(node.get("CPU", 0.0) // cpus + 1e-9) if cpus else trial.workers
+        by_gpu = int(node.get("GPU", 0.0) // gpus + 1e-9) if gpus else trial.workers
         return min(by_cpu, by_gpu)
 
     fits = [slots(n) for n in nodes]
-    if shape.placement == "STRICT_PACK":
-        return any(s >= shape.workers for s in fits)
-    if shape.placement == "STRICT_SPREAD":
-        return sum(1 for s in fits if s >= 1) >= shape.workers
-    return sum(fits) >= shape.workers
+    if trial.placement_strategy == "STRICT_PACK":
+        return any(s >= trial.workers for s in fits)
+    if trial.placement_strategy == "STRICT_SPREAD":
+        return sum(1 for s in fits if s >= 1) >= trial.workers
+    return sum(fits) >= trial.workers
 
 
-def check_capacity(capacity: ClusterCapacity, shape: TrialDemand) -> str | None:
+def check_capacity(capacity: ClusterCapacity, trial: TrialResources, trial_cpus: float = 0.0,
+                   resource_wait: str = "") -> str | None:
     """None when a trial fits the nodes up now; a line for the console when it fits only once
     the autoscaler adds nodes (or the autoscaler's node types are unknown here); a UserError
     when nothing the cluster has or can add would ever hold it."""
     nodes = capacity.nodes
-    if placement_fits(nodes, shape):
+    if placement_fits(nodes, trial, trial_cpus):
         return None
     largest = (f"largest node: {max((n.get('CPU', 0) for n in nodes), default=0):g} CPU, "
                f"{max((n.get('GPU', 0) for n in nodes), default=0):g} GPU")
-    need = (f"a trial needs {shape.describe()} = {shape.workers * shape.cpus + shape.trial_cpus:g}"
-            f" CPU and {shape.workers * shape.gpus:g} GPU ({shape.placement})")
+    cpus = trial.workers * trial.cpus_per_worker + trial_cpus
+    need = (f"a trial needs {trial.describe()} = {cpus:g} CPU and "
+            f"{trial.workers * trial.gpus_per_worker:g} GPU ({trial.placement_strategy})")
     advice = ("Lower --workers-per-trial / --cpus-per-worker / --gpus-per-worker, or join a "
               "bigger cluster with --address.")
     if capacity.autoscaler is None:
@@ -206,8 +197,8 @@ def check_capacity(capacity: ClusterCapacity, shape: TrialDemand) -> str | None:
     if not capacity.node_types:
         return (f"cluster: {capacity.describe_now()}; {need}. The cluster has an autoscaler "
                 f"whose node types this driver cannot read ({capacity.autoscaler}): trials "
-                "wait for the nodes it adds (up to --resource-wait each)")
-    if not placement_fits(nodes + capacity.addable(), shape):
+                f"wait for the nodes it adds (up to --resource-wait {resource_wait} each)")
+    if not placement_fits(nodes + capacity.addable(), trial, trial_cpus):
         offered = "; ".join(t.describe() for t in capacity.node_types)
         raise UserError(f"{need}, but neither the {capacity.describe_now()} nor any node the "
                         f"autoscaler may add can hold it: its worker node types are {offered}"
@@ -215,12 +206,13 @@ def check_capacity(capacity: ClusterCapacity, shape: TrialDemand) -> str | None:
                            if capacity.max_workers is not None else "")
                         + f" (read from {capacity.autoscaler}). {advice}")
     useful = [t for t in capacity.node_types
-              if placement_fits(nodes + [t.resources] * min(t.max_workers, shape.workers),
-                                shape)]
+              if placement_fits(nodes + [t.resources] * min(t.max_workers, trial.workers),
+                                trial, trial_cpus)]
     will_add = ", ".join(t.describe() for t in (useful or capacity.node_types))
     return (f"cluster: {capacity.describe_now()}; {need}: the autoscaler will add "
-            f"{will_add} when trials ask, and trials wait for them (up to --resource-wait)")
+            f"{will_add} when trials ask, and trials wait for them (up to --resource-wait "
+            f"{resource_wait} each)")
 
 
-__all__ = ["ClusterCapacity", "NodeType", "TrialDemand", "check_capacity", "node_types_of",
+__all__ = ["ClusterCapacity", "NodeType", "check_capacity", "node_types_of",
            "placement_fits", "read_capacity"]

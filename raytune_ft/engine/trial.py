@@ -14,7 +14,9 @@ from typing import Any
 
 from mmengine.config import Config
 
+from raytune_ft.budget import parse_duration
 from raytune_ft.mmconfig.config import config_to_dict
+from raytune_ft.options import DEFAULT_MAX_PREEMPTIONS, DEFAULT_RESOURCE_WAIT
 from raytune_ft.storage import Storage
 
 
@@ -35,6 +37,10 @@ class TrialResources:
     def device(self) -> str:
         """What a trial's cost is counted in: "GPU" (GPU-seconds) or "CPU" (CPU-seconds)."""
         return "GPU" if self.use_gpu else "CPU"
+
+    def describe(self) -> str:
+        return (f"{self.workers} worker(s) x ({self.cpus_per_worker:g} CPU, "
+                f"{self.gpus_per_worker:g} GPU)")
 
     def per_worker(self) -> dict[str, float]:
         res = {"CPU": self.cpus_per_worker}
@@ -64,12 +70,14 @@ class TrialSpec:
     storage_path: str  # a folder or URI; the run lives in <storage_path>/<name>
     resources: TrialResources = field(default_factory=TrialResources)
     max_failures: int = 2  # crashes (WorkerGroupError) a trial restarts from
-    max_preemptions: int = 10  # restarts after a node Ray knows was preempted (-1: no limit)
-    resource_wait_s: float = 1800.0  # the longest a trial's worker groups wait for resources
+    # restarts after a node Ray knows was preempted (-1: no limit)
+    max_preemptions: int = DEFAULT_MAX_PREEMPTIONS
+    # the longest a trial's worker groups wait for resources, in all
+    resource_wait_s: float = parse_duration(DEFAULT_RESOURCE_WAIT)
     # Ray Train's wait for one worker group's placement (RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S,
     # read on the driver that made the spec); waits longer than it are retried, see
     # `startup_retries`.
-    start_timeout_s: float = field(default_factory=lambda: worker_group_start_timeout())
+    start_timeout_s: float = field(default_factory=worker_group_start_timeout)
     num_to_keep: int = 2
     metric: str | None = None
     mode: str = "max"

@@ -95,7 +95,6 @@ def check_extension(config: SearchConfig, saved: SearchConfig | None) -> None:
 
 def prepare(config: SearchConfig) -> SearchPlan:
     """Everything that can fail on user input, checked before Ray starts any trial."""
-    from raytune_ft.budget import parse_duration
     from raytune_ft.engine.trial import TrialResources
     from raytune_ft.mmconfig.config import config_to_dict, load_config, test_annotation
     from raytune_ft.mmconfig.hparams import read_hparams
@@ -146,7 +145,7 @@ def prepare(config: SearchConfig) -> SearchPlan:
         experiment=experiment, metric=config.metric, mode=config.mode,
         max_failures=config.max_failures, num_to_keep=config.num_to_keep,
         max_preemptions=config.max_preemptions,
-        resource_wait_s=parse_duration(config.resource_wait, "--resource-wait"),
+        resource_wait_s=config.resource_wait_s,
         probe=search_probe_spec(config.scheduler, config.resolved_grace,
                                 config.reduction_factor, config.probe_length),
         verbose=config.verbose,

@@ -111,11 +111,9 @@ def build_tuner(plan: SearchPlan, nodes: list[dict[str, float]], started_at: flo
     trainable = driven_trainable(tune_trainable, job, nodes)
 
     total = 1 if config.searcher == "grid" else num_samples or config.num_samples
-    res = job.resources
-    progress = ConsoleProgress(
-        job.metric, job.mode, total, started_at=started_at, experiment=exp,
-        demand=f"{res.workers} worker(s) x ({res.cpus_per_worker:g} CPU, "
-               f"{res.gpus_per_worker:g} GPU)", resource_wait=config.resource_wait)
+    progress = ConsoleProgress(job.metric, job.mode, total, started_at=started_at, experiment=exp,
+                               demand=job.resources.describe(),
+                               resource_wait=config.resource_wait)
 
     def create():
         save_config(config, exp)
@@ -204,7 +202,7 @@ def run_search(config: SearchConfig) -> SearchResult:
         ...     gpus_per_worker=1, address="auto"))  # doctest: +SKIP
         >>> print(result.best_hparams, result.best_config)  # doctest: +SKIP
     """
-    from raytune_ft.engine.capacity import TrialDemand, check_capacity, read_capacity
+    from raytune_ft.engine.capacity import check_capacity, read_capacity
     from raytune_ft.engine.cluster import init_ray, ray_logs_dir
     from raytune_ft.tuning.tuner import trial_driver_resources
 
@@ -218,11 +216,12 @@ def run_search(config: SearchConfig) -> SearchResult:
           f"{plan.points[0]}", flush=True)
     nodes = init_ray(config.address, log_file=None if config.verbose
                      else plan.experiment.local_path(DRIVER_LOG))
-    waits_for_nodes = check_capacity(read_capacity(nodes), TrialDemand(
-        config.workers_per_trial, config.cpus_per_worker, config.gpus_per_worker,
-        config.placement, trial_cpus=trial_driver_resources(nodes)["cpu"] * config.max_concurrent))
+    waits_for_nodes = check_capacity(
+        read_capacity(nodes), plan.job.resources,
+        trial_cpus=trial_driver_resources(nodes)["cpu"] * config.max_concurrent,
+        resource_wait=config.resource_wait)
     if waits_for_nodes:
-        print(f"[raytune_ft] {waits_for_nodes}, {config.resource_wait} each", flush=True)
+        print(f"[raytune_ft] {waits_for_nodes}", flush=True)
     if config.check_only:
         print(f"[raytune_ft] check-only: all checks passed in {time.time() - started:.1f}s "
               f"({len(nodes)} Ray node(s)); no trial was started.")

@@ -76,9 +76,8 @@ def run_train(config: TrainConfig) -> TrainResult:
         >>> run = run_train(TrainConfig(config="experiments/s1/best_config.py"))  # doctest: +SKIP
         >>> run.records[-1]["coco/bbox_mAP"], run.checkpoint  # doctest: +SKIP
     """
-    from raytune_ft.engine.capacity import TrialDemand, check_capacity, read_capacity
+    from raytune_ft.engine.capacity import check_capacity, read_capacity
     from raytune_ft.engine.cluster import default_cpus_per_worker, init_ray, ray_logs_dir
-    from raytune_ft.budget import parse_duration
     from raytune_ft.storage import DRIVER_LOG
     from raytune_ft.mmconfig.config import load_config
     from raytune_ft.mmconfig.metrics import default_metric
@@ -99,7 +98,7 @@ def run_train(config: TrainConfig) -> TrainResult:
         resources=TrialResources(config.workers, cpus, config.gpus_per_worker, config.placement),
         max_failures=config.max_failures, metric=config.metric,
         max_preemptions=config.max_preemptions,
-        resource_wait_s=parse_duration(config.resource_wait, "--resource-wait"),
+        resource_wait_s=config.resource_wait_s,
         probe=train_probe_spec(config, cfg),
         verbose=config.verbose,
     )
@@ -108,10 +107,10 @@ def run_train(config: TrainConfig) -> TrainResult:
         driver_log = Path(spec.record_dir()) / DRIVER_LOG
         driver_log.parent.mkdir(parents=True, exist_ok=True)
     cluster = init_ray(config.address, log_file=driver_log)
-    waits_for_nodes = check_capacity(read_capacity(cluster), TrialDemand(
-        config.workers, cpus, config.gpus_per_worker, config.placement))
+    waits_for_nodes = check_capacity(read_capacity(cluster), spec.resources,
+                                     resource_wait=config.resource_wait)
     if waits_for_nodes:
-        print(f"[raytune_ft] {waits_for_nodes}, {config.resource_wait}", flush=True)
+        print(f"[raytune_ft] {waits_for_nodes}", flush=True)
     print(f"[raytune_ft] training {path} with {config.workers} worker(s); run folder "
           f"{spec.run_dir}" + ("" if config.verbose else
                                f" (full logs: its mmengine/ folder, {driver_log}, and every Ray "

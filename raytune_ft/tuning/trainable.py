@@ -13,7 +13,9 @@ from typing import Any
 
 from mmengine.config import Config
 
+from raytune_ft.budget import parse_duration
 from raytune_ft.mmconfig.hparams import apply_hparams
+from raytune_ft.options import DEFAULT_MAX_PREEMPTIONS, DEFAULT_RESOURCE_WAIT
 from raytune_ft.tuning.space import SearchSpace, TrialShape, to_hparams
 from raytune_ft.storage import ExperimentStorage
 from raytune_ft.engine.trial import (TrialResources, TrialSpec, run_trial,
@@ -36,8 +38,8 @@ class SearchJob:
     num_to_keep: int
     probe: dict[str, Any] | None = None  # LR-step probe at the scheduler's rungs (step-probe)
     verbose: bool = False
-    max_preemptions: int = 10
-    resource_wait_s: float = 1800.0
+    max_preemptions: int = DEFAULT_MAX_PREEMPTIONS
+    resource_wait_s: float = parse_duration(DEFAULT_RESOURCE_WAIT)
     # Ray Train's start timeout as the search's driver sees it (trials run in other processes)
     start_timeout_s: float = field(default_factory=worker_group_start_timeout)
 
