@@ -319,8 +319,8 @@ def _check_gpus(gpus: float, workers: int, workers_flag: str) -> None:
     if gpus > 1:
         raise UserError(f"{_name('gpus_per_worker')} {gpus:g}: a worker is one DDP rank, and a "
                         "rank (one mmengine Runner) trains on one GPU, so the others would sit "
-                        f"idle while being booked. For {gpus:g} GPUs per trial use "
-                        f"{workers_flag} {math.ceil(gpus) * workers} --gpus-per-worker 1.")
+                        f"idle while being booked. For {math.ceil(gpus) * workers} GPUs per trial "
+                        f"use {workers_flag} {math.ceil(gpus) * workers} --gpus-per-worker 1.")
     if 0 < gpus < 1 and workers > 1:
         raise UserError(f"{_name('gpus_per_worker')} {gpus:g} with {workers_flag} {workers}: "
                         "Ray could put two ranks of the trial on the same GPU, which NCCL "
