@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,9 @@ def load_config(path: str | Path, cfg_options: Mapping[str, Any] | None = None,
     source = resolve_bases(path)  # 2.x-layout `../_base_/...` entries -> mmdet's shipped bases
     try:
         cfg = Config.fromfile(str(source))
-    except (FileNotFoundError, ModuleNotFoundError, ImportError, KeyError) as err:
+    except ImportError as err:
+        raise ConfigError(missing_package_message(path, err)) from err
+    except (FileNotFoundError, KeyError) as err:
         raise ConfigError(
             f"config '{path}' could not be loaded: {err}. Check its _base_ entries: a shipped "
             "MMDetection base is written 'mmdet::_base_/models/...', a local one as a path "
@@ -56,12 +59,62 @@ def load_config(path: str | Path, cfg_options: Mapping[str, Any] | None = None,
     translate_legacy(cfg, source=str(path))
     if cfg_options:
         cfg.merge_from_dict(dict(cfg_options))
+    check_training_loop(cfg, source=str(path))
     sync_num_classes(cfg, explicit=_explicit_num_classes(path), source=str(path))
     absolutize_paths(cfg)
     if hparams:
         apply_hparams(cfg, hparams)
     check_schedule(cfg)
     return cfg
+
+
+def missing_package_message(path: Path, err: ImportError) -> str:
+    """One paragraph for a config that imports a package this environment lacks: the package
+    by name and how to install it (mmengine's own message lists the whole sys.path)."""
+    module, cause = None, err
+    while cause is not None and module is None:  # mmengine re-raises twice without `from`
+        if isinstance(cause, ModuleNotFoundError) and cause.name:
+            module = cause.name
+        cause = cause.__cause__ or cause.__context__
+    if module is None:  # `mmpretrain::` bases: "mmpretrain is not installed, please install ..."
+        match = re.match(r"(\S+) is not installed", str(err))
+        module = match.group(1) if match else None
+    if module is None:
+        return (f"config '{path}' could not be loaded: importing a module it needs failed: "
+                f"{str(err).splitlines()[0]}")
+    package = module.split(".")[0]
+    if package.startswith("mm"):  # OpenMMLab's own packages install by their module name
+        fix = (f"Install it (pip install {package}, into the environment of the driver and of "
+               "every cluster node) or pick a config that does not need it.")
+    else:
+        fix = (f"Install the package that provides '{package}' or, for a module of your own, "
+               "put its folder on PYTHONPATH on the driver and on every cluster node.")
+    return f"config '{path}' needs the Python package '{package}', which is not installed. {fix}"
+
+
+def check_training_loop(cfg: Config, source: str = "config") -> None:
+    """raytune_ft tunes an epoch-based training schedule: a config without a training loop
+    (MMDetection's tracking and test-time-augmentation configs) or with an iteration-based loop
+    is refused at load, before any hyper-parameter is written into it."""
+    train_cfg = cfg.get("train_cfg")
+    if not train_cfg:
+        state = "None" if "train_cfg" in cfg else "missing"
+        raise ConfigError(
+            f"{source} has no training loop (train_cfg is {state}): "
+            "it is a tracking, test-time-augmentation or inference-only config. raytune_ft "
+            "fine-tunes detectors: pass the detector config it builds on, one with "
+            "train_cfg=dict(type='EpochBasedTrainLoop', max_epochs=N).")
+    by_epoch = train_cfg.get("by_epoch", True)  # mmengine's loop without a type
+    loop = train_cfg.get("type", "EpochBasedTrainLoop" if by_epoch else "IterBasedTrainLoop")
+    if loop != "EpochBasedTrainLoop" or "max_epochs" not in train_cfg:
+        what = (f"train_cfg type {loop!r}" if loop != "EpochBasedTrainLoop"
+                else "an EpochBasedTrainLoop without max_epochs")
+        raise ConfigError(
+            f"{source} trains with {what}; raytune_ft tunes "
+            "epoch-based schedules only (train_cfg=dict(type='EpochBasedTrainLoop', "
+            "max_epochs=N) with epoch milestones); iteration-based loops (IterBasedTrainLoop, "
+            "e.g. the 90k-iteration configs) are not supported yet. Rewrite the schedule in "
+            "epochs (train_cfg, param_scheduler by_epoch=True) to tune it.")
 
 
 def _check_syntax(path: Path) -> None:

@@ -80,7 +80,9 @@ def _optimizer(cfg: Config, optimizer: dict) -> str:
 
 
 def _optimizer_config(cfg: Config, opt_cfg: dict, source: str) -> str:
-    unknown = set(opt_cfg) - {"grad_clip", "type"}
+    # `_delete_=True` (MMDetection's own 2.x configs: "replace the base's optimizer_config")
+    # means the same here: the translation replaces optim_wrapper.clip_grad as a whole
+    unknown = set(opt_cfg) - {"grad_clip", "type", "_delete_"}
     if unknown or opt_cfg.get("type", "OptimizerHook") != "OptimizerHook":
         raise LegacyConfigError(
             f"{source}: optimizer_config={dict(opt_cfg)} cannot be translated: only grad_clip is "
@@ -91,7 +93,7 @@ def _optimizer_config(cfg: Config, opt_cfg: dict, source: str) -> str:
     if grad_clip is None:
         wrapper.pop("clip_grad", None)
     else:
-        wrapper.clip_grad = ConfigDict(grad_clip)
+        wrapper.clip_grad = ConfigDict({k: v for k, v in grad_clip.items() if k != "_delete_"})
     return "optimizer_config.grad_clip -> optim_wrapper.clip_grad"
 
 
