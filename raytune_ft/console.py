@@ -23,6 +23,9 @@ KNOWN_NOISE = (
     "pkg_resources is deprecated",
     # mmdet's DetLocalVisualizer is built once per Runner; mmengine warns on the second
     "<class 'mmdet.visualization.local_visualizer.DetLocalVisualizer'> instance named",
+    # Optuna on a fixed point (trial 0, --points) outside the space: preflight says it in
+    # raytune_ft's own line (pipeline/plan.check_points_in_space)
+    "Fixed parameter ",
 )
 # mmengine log records (not Python warnings) that every checkpoint load repeats.
 KNOWN_LOG_NOISE = (

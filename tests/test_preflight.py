@@ -12,6 +12,7 @@ import pytest
 
 from helpers import write_tiny_config
 from raytune_ft.cli.search import main as search_main
+from raytune_ft.errors import UserError
 
 SPACE = "params:\n  lr: {type: loguniform, low: 1.0e-3, high: 5.0e-2}\n"
 
@@ -220,3 +221,41 @@ def test_a_time_budget_shorter_than_one_trial_is_refused_with_the_estimate(ray_s
 def test_a_bad_time_budget_exits_2_naming_the_flag(bad, capsys):
     rc = search_main(["--check-only", f"--time-budget={bad}"])  # = : "-5m" is not a flag
     assert rc == 2 and "--time-budget" in capsys.readouterr().err
+
+
+def test_a_recipe_outside_the_space_runs_as_trial_0_and_preflight_says_so(setup, capsys):
+    """The config's lr 0.01 lies above the space's range: one raytune_ft line names the value
+    and the range (Optuna's 'Fixed parameter ... out of range' warning, with its site-packages
+    path, is silenced); a max_epochs the space's choices lack is refused before Ray (Optuna
+    would raise in the middle of the search)."""
+    from raytune_ft.console import silence_known_noise
+    from raytune_ft.options import SearchConfig
+    from raytune_ft.pipeline.plan import prepare
+    import warnings
+
+    check, data, tmp = setup
+    cfg = write_tiny_config(tmp / "cfg.py", data, None)
+    space = tmp / "space.yaml"
+    space.write_text("params:\n  lr: {type: loguniform, low: 1.0e-3, high: 5.0e-3}\n"
+                     "  max_epochs: {type: choice, values: [2, 3]}\n")
+    config = SearchConfig(config=str(cfg), space=str(space), storage_path=str(tmp / "exp"))
+    plan = prepare(config)
+    out = capsys.readouterr().out
+    assert plan.points[0]["lr"] == pytest.approx(0.01)
+    assert ("trial 0 (the config's recipe) runs as given although lr 0.01 lies outside "
+            "[0.001, 0.005] of the search space") in out, out
+    assert "max_epochs" not in out.split("runs as given")[1].splitlines()[0]  # 2 is listed
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        silence_known_noise()
+        import optuna
+
+        study = optuna.create_study()
+        study.enqueue_trial({"lr": 0.01})
+        study.ask().suggest_float("lr", 1e-3, 5e-3, log=True)
+    assert not [w for w in caught if "Fixed parameter" in str(w.message)]
+
+    space.write_text("params:\n  max_epochs: {type: choice, values: [3, 4]}\n")
+    with pytest.raises(UserError, match=r"trial 0 \(the config's recipe\) cannot run: "
+                                        r"max_epochs 2 is not among \[3, 4\] of the search space"):
+        prepare(config)

@@ -135,6 +135,7 @@ def prepare(config: SearchConfig) -> SearchPlan:
                        iters_per_epoch=max(1, math.ceil(data["images"] / (batch * workers))))
     points = [recipe_point(space, recipe, shape)]
     points += [{**points[0], **extra} for extra in check_points(config.points, space)]
+    check_points_in_space(points, space, config.searcher)
     check_points_apply(cfg, [to_hparams(p, space, recipe, shape) for p in points])
     if config.smoke:
         run_smoke(config, cfg, shape, space, recipe)
@@ -227,6 +228,29 @@ def check_points(points, space: SearchSpace) -> list[dict[str, Any]]:
                             f"'{space.source}' does not search ({sorted(space.params)}).")
     return [dict(p) for p in points]
 
+def check_points_in_space(points: list[dict[str, Any]], space: SearchSpace,
+                          searcher: str) -> None:
+    """Trial 0 (the recipe) and the --points run as given even where they lie outside the
+    space's ranges (one line says so, in place of Optuna's warning); a categorical value the
+    space does not list cannot be told to Optuna and is refused."""
+    from raytune_ft.tuning.space import values_outside
+
+    for order, point in enumerate(points):
+        outside = values_outside(space, point)
+        if not outside:
+            continue
+        what = "the config's recipe" if order == 0 else f"--points entry {order}"
+        choices = [why for name, why in outside.items() if space.params[name].type == "choice"]
+        if choices and searcher != "grid":
+            raise UserError(
+                f"trial {order} ({what}) cannot run: {'; '.join(choices)} of the search "
+                f"space '{space.source}', and the searcher only runs values the space lists. "
+                "Add the value to the space's `values`, or change the config (the recipe) or "
+                "--points.")
+        print(f"[raytune_ft] note: trial {order} ({what}) runs as given although "
+              f"{'; '.join(outside.values())} of the search space; the other trials sample "
+              "inside it", flush=True)
 
 
-__all__ = ["SearchPlan", "check_points", "check_scheduler_args", "prepare", "resolve_defaults"]
+__all__ = ["SearchPlan", "check_points", "check_points_in_space", "check_scheduler_args",
+           "prepare", "resolve_defaults"]

@@ -266,3 +266,20 @@ def recipe_point(space: SearchSpace, recipe: Mapping[str, Any], shape: TrialShap
         raise SpaceError(f"search space '{space.source}' searches {missing}, which the config "
                          "does not set, so its recipe cannot be trial 0; add them to the config.")
     return point
+
+
+def values_outside(space: SearchSpace, point: Mapping[str, Any]) -> dict[str, str]:
+    """Per parameter of `point` the space could never sample, why: 'lr 0.02 lies outside
+    [0.001, 0.01]' (a fixed point still runs) or 'max_epochs 8 is not among [4, 6]' (Optuna
+    cannot run a categorical value it was not given)."""
+    out: dict[str, str] = {}
+    for name, value in point.items():
+        param = space.params.get(name)
+        if param is None:
+            continue
+        if param.type == "choice":
+            if value not in param.values:
+                out[name] = f"{name} {value!r} is not among {list(param.values)}"
+        elif not param.low <= float(value) <= param.high:
+            out[name] = f"{name} {value:g} lies outside [{param.low:g}, {param.high:g}]"
+    return out
