@@ -20,6 +20,7 @@ to reach 95% of the best single run).
 
     .venv/bin/python bench/replay.py                  # tables for B = 60 (+ K = 1, 4, 8), PNG
     .venv/bin/python bench/replay.py --json           # the B = 60 numbers as JSON only
+    .venv/bin/python bench/replay.py --json --out d/x.json  # ... also in d/x.json, plot d/x.png
     .venv/bin/python bench/replay.py --designs default confirm1_seeds2 tpe_noliar --slots 1 4
     .venv/bin/python bench/replay.py --predict        # the demo's default budget, a cluster
 """
@@ -302,12 +303,13 @@ def main() -> None:
                          "bench/curves/replay_demo.png, the committed one)")
     ap.add_argument("--json", action="store_true",
                     help="print only the B = 60 summary (designs at K = 1, the default at "
-                         "K = 1, 4, 8) as JSON")
+                         "K = 1, 4, 8) as JSON; the plot is written only with --out or --png")
     ap.add_argument("--no-confirm", action="store_true",
                     help="replay every design without the confirmation (for a table with one "
                          "seed per config, e.g. demo_long.json: true quality is then the one "
                          "measured run)")
-    ap.add_argument("--out", default=None, help="also write the JSON summary to this file")
+    ap.add_argument("--out", default=None, help="also write the JSON summary to this file "
+                    "(its folder is created) and the plot beside it")
     ap.add_argument("--predict", action="store_true",
                     help="what the default predicts for the demo's default time budget and a "
                          "Cityscapes-like cluster search; writes bench/curves/"
@@ -369,6 +371,13 @@ def main() -> None:
         "recipe_true_mean": table.true_mean(recipe_key), "concurrency": concurrency,
         "replays": len(seeds),
     }
+    png = None
+    if runs1 and (args.out or args.png or not args.json):  # --json alone: stdout only
+        png = Path(args.png) if args.png else (
+            Path(args.out).with_suffix(".png") if args.out
+            else REPO / "bench" / "curves" / "replay_demo.png")
+        png.parent.mkdir(parents=True, exist_ok=True)
+        write_png(runs1, budget, png, seen_best)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(summary, indent=1))
@@ -384,11 +393,7 @@ def main() -> None:
           + "; ".join(f"K={k}: true {v['median_true_quality']:.4f}, p>recipe "
                       f"{v['p_beats_recipe']:.2f}, wall {v['wall_clock']:.1f}"
                       for k, v in concurrency.items()))
-    if runs1:
-        png = Path(args.png) if args.png else (
-            Path(args.out).with_suffix(".png") if args.out
-            else REPO / "bench" / "curves" / "replay_demo.png")
-        write_png(runs1, budget, png, seen_best)
+    if png is not None:
         print(f"\nPNG: {png}")
     print(f"({time.time() - started:.0f}s)")
 

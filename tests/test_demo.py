@@ -58,13 +58,15 @@ def test_demo_data_is_real_tiles_with_disjoint_train_and_val(tmp_path):
 def test_shortened_demo_search_end_to_end(ray_session, tmp_path, capsys):
     space = tmp_path / "demo_short.yaml"
     space.write_text("base_batch_size: 4\nparams:\n"
-                     "  lr: {type: loguniform, low: 5.0e-3, high: 5.0e-2}\n")
-    # --searcher random also guards a fixed deadlock: a random/grid searcher once ignored
-    # max_concurrent, so both trial drivers started and their CPU slivers left too little of the
-    # demo's all-CPU worker for either trial to run. (TPE's path is covered in test_search.py.)
+                     "  lr: {type: choice, values: [0.03]}\n")
+    # --searcher grid: the recipe and the grid's one point, 2 trials (Tune's grid counts a
+    # fixed point as a sample: with num_samples 1 it once ran the recipe alone and the progress
+    # line said "[1/1 trials]"). It also guards a fixed deadlock: the grid's generator once
+    # ignored max_concurrent, so both trial drivers started and their CPU slivers left too
+    # little of the demo's all-CPU worker for either trial to run. (TPE's path: test_search.py.)
     rc = search_main([
-        "--space", str(space), "--num-samples", "2", "--scheduler", "fifo", "--confirm", "0",
-        "--searcher", "random", "--max-concurrent", "1",
+        "--space", str(space), "--scheduler", "fifo", "--confirm", "0",
+        "--searcher", "grid", "--max-concurrent", "1",
         "--cfg-options", "train_cfg.max_epochs=2", "param_scheduler.1.end=2",
         "param_scheduler.1.milestones=[1]", "train_dataloader.dataset.indices=24",
         "--storage-path", str(tmp_path / "exp"), "--name", "demo"])
@@ -73,6 +75,8 @@ def test_shortened_demo_search_end_to_end(ray_session, tmp_path, capsys):
     exp = tmp_path / "exp" / "demo"
     rows = list(csv.DictReader((exp / "results.csv").open()))
     assert len(rows) == 2 and {r["status"] for r in rows} == {"finished"}
+    assert float(rows[1]["space.lr"]) == pytest.approx(0.03)  # the grid's point after the recipe
+    assert "[2/2 trials] best " in out and "/1 trials]" not in out, out
     assert all(0.0 <= float(r["best coco/bbox_mAP"]) <= 1.0 for r in rows)
     summary = json.loads((exp / "summary.json").read_text())
     assert summary["best_metric"] == max(float(r["best coco/bbox_mAP"]) for r in rows)

@@ -121,3 +121,27 @@ def test_the_table_reads_every_seed_and_drops_a_seed_still_being_measured(tmp_pa
     assert table.seeds == [0, 1]  # seed 2 has not been measured for LUCKY yet
     assert table.true_mean((STEADY, 4, 3)) == pytest.approx(0.115)
     assert table.true_best() == (pytest.approx(0.125), (LUCKY, 4, 3))
+
+
+def test_the_replay_bench_writes_its_json_and_plot_where_asked(tmp_path):
+    """`bench/replay.py --json --seeds 2 --out DIR/x.json`, as the README runs it: stdout is
+    the JSON alone, x.json (its missing folder created) holds the same keys, x.png is beside."""
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    out = tmp_path / "new" / "x.json"
+    proc = subprocess.run([sys.executable, "bench/replay.py", "--json", "--seeds", "2",
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = json.loads(proc.stdout)
+    written = json.loads(out.read_text())
+    assert printed == written
+    assert {"table_best", "designs", "concurrency", "replays", "recipe_true_mean",
+            "best_true_mean"} <= set(written) and written["replays"] == 2
+    assert "default" in written["designs"] and set(written["concurrency"]) == {"1", "4", "8"}
+    assert "median" in written["designs"]["default"]["true_quality"]
+    png = out.with_suffix(".png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

@@ -103,3 +103,53 @@ def test_report_cli_refuses_a_folder_that_is_not_an_experiment(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "is not a raytune_ft experiment" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_learning_curves_mark_each_lr_step_probe_and_stop(tmp_path):
+    """The curves plot marks what a reader judges the search by: a diamond at every trial's
+    LR step (where the step lies inside the epochs it ran), the probe's values where it ranked
+    a trial, a cross at the epoch each early-stopped trial was stopped - each exactly there."""
+    exp = write_table_experiment(tmp_path, 12, seed=5)
+    rows = json.loads((exp / "trials.json").read_text())
+    metric = "coco/bbox_mAP"
+    records = {}
+    for row in rows:
+        path = exp / "trials" / f"trial_{row['trial_id']}" / "metrics.jsonl"
+        recs = [json.loads(line) for line in path.read_text().splitlines()]
+        if row["order"] == 0:  # trial 0 probed before its step too, as step-probe does
+            for r in recs:
+                if r["epoch"] < r["lr_step_epoch"]:
+                    r[f"probe/{metric}"] = round(r[metric] + 0.0125, 4)
+            path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+        records[row["order"]] = recs
+    stopped = {r["order"] for r in rows if r["status"] == "stopped"}
+    assert stopped and len(stopped) < len(rows), "the fixture has stopped and full trials"
+    write_report(experiment_at(str(exp)))
+    page, _ = parse(exp / "report.html")
+    curves = plotted_traces(page)[0]
+
+    def marks(name: str) -> dict[int, tuple[list, list]]:
+        out = {}
+        for t in curves:
+            if t.get("legendgroup") == name and t.get("mode") == "markers":
+                order = int(re.match(r"trial (\d+) ", t["hovertemplate"]).group(1))
+                out[order] = (t["x"], t["y"])
+        return out
+
+    step_marks = marks("LR step")
+    expected_steps = {o: recs[0]["lr_step_epoch"] for o, recs in records.items()
+                      if recs[0]["lr_step_epoch"] <= recs[-1]["epoch"]
+                      and recs[0]["lr_step_epoch"] < recs[0]["max_epochs"]}
+    assert expected_steps and {o: x for o, (x, _) in step_marks.items()} == {
+        o: [s] for o, s in expected_steps.items()}
+    for order, (_, y) in step_marks.items():
+        step = expected_steps[order]
+        assert y == [next(r[metric] for r in records[order] if r["epoch"] == step)]
+    probed = {o: [r for r in recs if f"probe/{metric}" in r] for o, recs in records.items()}
+    expected_probes = {o: ([r["epoch"] for r in recs], [r[f"probe/{metric}"] for r in recs])
+                       for o, recs in probed.items() if recs}
+    assert 0 in expected_probes and marks("probe") == expected_probes
+    stops = marks("judged")
+    assert set(stops) == stopped
+    for order in stopped:
+        assert stops[order] == ([records[order][-1]["epoch"]], [records[order][-1][metric]])

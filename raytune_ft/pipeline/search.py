@@ -90,6 +90,15 @@ class TuneRun:
         return [t for t, s in self.statuses.items() if s not in ("TERMINATED", "ERROR")]
 
 
+def planned_trials(plan: SearchPlan) -> int:
+    """The trials the search phase runs: --num-samples, or for --searcher grid the fixed
+    points (the recipe, --points) and every point of the grid."""
+    config = plan.config
+    if config.searcher == "grid":
+        return len(plan.points) + plan.job.space.grid_size(config.grid_points)
+    return config.num_samples
+
+
 def build_tuner(plan: SearchPlan, nodes: list[dict[str, float]], started_at: float | None = None,
                 where: ExperimentStorage | None = None, num_samples: int | None = None,
                 points: list[dict[str, Any]] | None = None, resume: bool | None = None):
@@ -110,16 +119,16 @@ def build_tuner(plan: SearchPlan, nodes: list[dict[str, float]], started_at: flo
     where = where or exp
     trainable = driven_trainable(tune_trainable, job, nodes)
 
-    total = 1 if config.searcher == "grid" else num_samples or config.num_samples
+    points = plan.points if points is None else points
+    total = planned_trials(plan) if num_samples is None else num_samples
     progress = ConsoleProgress(job.metric, job.mode, total, started_at=started_at, experiment=exp,
                                demand=job.resources.describe(),
                                resource_wait=config.resource_wait)
 
     def create():
         save_config(config, exp)
-        search_alg = build_search_algorithm(
-            config, plan.points if points is None else points, job.metric, job.mode, exp,
-            started_at)
+        search_alg = build_search_algorithm(config, points, job.metric, job.mode, exp,
+                                            started_at)
         optuna = config.searcher in ("tpe", "random")  # a grid's generator bounds itself
         return tune.Tuner(
             trainable,
@@ -128,7 +137,9 @@ def build_tuner(plan: SearchPlan, nodes: list[dict[str, float]], started_at: flo
                 search_alg=search_alg,
                 scheduler=build_scheduler(config.scheduler, job.metric, job.mode,
                                           config.resolved_grace, config.reduction_factor),
-                num_samples=total,
+                # Tune's grid runs each fixed point once (it counts as one sample) and the
+                # grid once per sample left: the recipe and the grid, once each
+                num_samples=len(points) + 1 if config.searcher == "grid" else total,
                 max_concurrent_trials=config.max_concurrent if optuna else None,
             ),
             run_config=tune.RunConfig(
@@ -241,7 +252,7 @@ def run_search(config: SearchConfig) -> SearchResult:
     statuses = {t: s for run in runs for t, s in run.statuses.items()}
     rows, summary = finish(runs, plan, started)
     unfinished = [t for run in runs for t in run.unfinished]
-    expected = 1 if config.searcher == "grid" else config.num_samples
+    expected = planned_trials(plan)
     budget = budget_outcome(plan, started, len(statuses))
     stopped_by_budget = bool(budget.get("stopped_because", "").startswith("time budget"))
     status = ("interrupted" if unfinished or (len(statuses) < expected and not stopped_by_budget)
@@ -305,7 +316,7 @@ def budget_outcome(plan: SearchPlan, started: float, trials: int) -> dict[str, A
         return {}
     state = _budget_state(plan)
     if not state.get("stopped_because"):
-        expected = 1 if config.searcher == "grid" else config.num_samples
+        expected = planned_trials(plan)
         state["stopped_because"] = (f"--num-samples {config.num_samples} reached before the "
                                     f"time budget" if trials >= expected else "interrupted")
     return {"time_budget": config.time_budget, "time_budget_s": config.time_budget_s, **state}

@@ -113,6 +113,11 @@ class SearchSpace:
     def sample(self, rng: random.Random) -> dict[str, Any]:
         return {name: p.sample(rng) for name, p in self.params.items()}
 
+    def grid_size(self, grid_points: int = 3) -> int:
+        """How many points `--searcher grid` runs beside the fixed ones: the product of every
+        parameter's grid."""
+        return math.prod(len(p.grid(grid_points)) for p in self.params.values())
+
 
 def load_space(path: str | Path) -> SearchSpace:
     """Read and validate a search-space YAML file; errors name the file, the key and why."""
