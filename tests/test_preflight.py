@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -43,11 +42,23 @@ def run_check(setup, capsys, *args, **kwargs) -> tuple[int, str]:
     return rc, capsys.readouterr().err
 
 
+def assert_passed_and_wrote_nothing(out: str, images: int, storage: Path) -> None:
+    """A --check-only that passed: the preflight line with the train images counted, the
+    check-only line, and no experiment written (the storage root the write check made stays
+    empty; Ray's start-up lines went to a scratch driver.log)."""
+    assert f", {images} train images, trial 0 = recipe " in out, out
+    assert "[raytune_ft] check-only: all checks passed in " in out, out
+    assert "no trial was started" in out, out
+    assert not storage.exists() or not list(storage.iterdir()), list(storage.rglob("*"))
+
+
 @pytest.mark.slow
 def test_valid_config_passes(ray_session, setup, capsys):
-    rc, err = run_check(setup, capsys)
-    assert not (setup[2] / "exp" / "tuner.pkl").exists()
+    check, _, tmp = setup
+    rc, _ = check()
+    out, err = capsys.readouterr()
     assert rc == 0, err
+    assert_passed_and_wrote_nothing(out, 8, tmp / "exp")
 
 
 @pytest.mark.parametrize("cfg_text, needle", [
@@ -189,8 +200,11 @@ def test_smoke_runs_exactly_one_iteration_and_catches_a_broken_pipeline(ray_sess
     from raytune_ft.mmconfig.config import load_config
     from raytune_ft.mmconfig.preflight import smoke
 
-    rc, err = run_check(setup, capsys, "", "--smoke")
+    rc, _ = setup[0]("", "--smoke")
+    out, err = capsys.readouterr()
     assert rc == 0, err
+    assert "[raytune_ft] smoke test passed" in out, out
+    assert_passed_and_wrote_nothing(out, 8, setup[2] / "exp")
     ran = smoke(load_config(str(setup[2] / "cfg.py"), {}))  # the config the check just passed
     assert ran.iterations == 1 and 0 < ran.iteration_seconds <= ran.seconds
     # a head that does not match the neck's channels: a shape error only a forward pass finds
@@ -201,10 +215,13 @@ def test_smoke_runs_exactly_one_iteration_and_catches_a_broken_pipeline(ray_sess
 
 @pytest.mark.slow
 def test_the_demo_passes_preflight(ray_session, capsys, tmp_path):
-    started = time.time()
-    rc = search_main(["--check-only", "--storage-path", str(tmp_path)])
-    assert rc == 0, capsys.readouterr().err
-    print(f"demo preflight took {time.time() - started:.1f}s")
+    from raytune_ft.data.demo import DEMO_ROOT
+
+    rc = search_main(["--check-only", "--storage-path", str(tmp_path / "exp")])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    train = json.loads((Path(DEMO_ROOT) / "annotations" / "train.json").read_text())
+    assert_passed_and_wrote_nothing(out, len(train["images"]), tmp_path / "exp")
 
 
 @pytest.mark.slow
@@ -213,8 +230,10 @@ def test_a_time_budget_shorter_than_one_trial_is_refused_with_the_estimate(ray_s
     rc, err = run_check(setup, capsys, "", "--smoke", "--time-budget", "1s")
     assert rc == 2 and "--time-budget 1s is shorter than one trial" in err, err
     assert "iterations per epoch x 2 epochs" in err and "per iteration" in err, err
-    rc, err = run_check(setup, capsys, "", "--smoke", "--time-budget", "2h")
+    rc, _ = setup[0]("", "--smoke", "--time-budget", "2h")
+    out, err = capsys.readouterr()
     assert rc == 0, err
+    assert_passed_and_wrote_nothing(out, 8, setup[2] / "exp")
 
 
 @pytest.mark.parametrize("bad", ["0", "-5m", "abc"])

@@ -73,11 +73,15 @@ def load_space_text(tmp_path, raw):
 def test_cli_refuses_a_broken_space_with_exit_2_before_ray(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("params:\n  lr: {type: loguniform, low: 1, high: 0.1}\n")
+    storage = tmp_path / "exp"
     proc = subprocess.run([sys.executable, "-m", "raytune_ft.search", "--space", str(path),
-                           "--check-only"], cwd=REPO, capture_output=True, text=True, timeout=120)
+                           "--storage-path", str(storage), "--check-only"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "broken.yaml" in proc.stderr and "'lr'" in proc.stderr
-    assert "Traceback" not in proc.stderr and "Started a local Ray" not in proc.stderr
+    assert "Traceback" not in proc.stderr
+    # refused in preflight: no OK line, and Ray never started (it would write driver.log)
+    assert "preflight OK" not in proc.stdout and not storage.exists(), proc.stdout
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "search_spaces").glob("*.yaml")))

@@ -128,7 +128,9 @@ def test_unreachable_storage_is_a_preflight_error(tmp_path, tiny_data, tiny_pret
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "storage path 's3://bucket/exp'" in proc.stderr and "Traceback" not in proc.stderr
-    assert "Ray" not in proc.stdout  # failed before Ray started
+    # refused in preflight: no OK line, and Ray never started (it would write driver.log)
+    assert "preflight OK" not in proc.stdout, proc.stdout
+    assert not list(tmp_path.rglob("driver.log"))
 
 
 def search_cmd(cfg: Path, space: Path, *extra: str) -> list[str]:

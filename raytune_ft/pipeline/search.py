@@ -10,6 +10,7 @@ raytune_ft.search` is the command line over this (raytune_ft.cli.search).
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -225,8 +226,13 @@ def run_search(config: SearchConfig) -> SearchResult:
     print(f"[raytune_ft] preflight OK in {time.time() - started:.1f}s: config {config.config}, "
           f"space {config.space}, {plan.train_images} train images, trial 0 = recipe "
           f"{plan.points[0]}", flush=True)
-    nodes = init_ray(config.address, log_file=None if config.verbose
-                     else plan.experiment.local_path(DRIVER_LOG))
+    if config.verbose:
+        log_file = None
+    elif config.check_only:  # no experiment: Ray's start-up lines go to a scratch file
+        log_file = os.path.join(tempfile.mkdtemp(prefix="raytune_ft_check_"), DRIVER_LOG)
+    else:
+        log_file = plan.experiment.local_path(DRIVER_LOG)
+    nodes = init_ray(config.address, log_file=log_file)
     waits_for_nodes = check_capacity(
         read_capacity(nodes), plan.job.resources,
         trial_cpus=trial_driver_resources(nodes)["cpu"] * config.max_concurrent,
@@ -237,7 +243,7 @@ def run_search(config: SearchConfig) -> SearchResult:
         print(f"[raytune_ft] check-only: all checks passed in {time.time() - started:.1f}s "
               f"({len(nodes)} Ray node(s)); no trial was started.")
         return SearchResult("checked", plan.experiment.path, {}, [], config)
-    print(f"[raytune_ft] experiment {plan.experiment.path}: {config.num_samples} trial(s)"
+    print(f"[raytune_ft] experiment {plan.experiment.path}: {planned_trials(plan)} trial(s)"
           + (f" or a time budget of {config.time_budget} (confirmation included), whichever "
              "ends first" if config.time_budget else "")
           + f", {config.searcher} + {config.scheduler}, metric {config.metric} ({config.mode})",
