@@ -105,3 +105,40 @@ def test_the_search_builds_tpe_with_the_chosen_switches_and_its_budget(tmp_path)
     assert sampler._n_startup_trials == config.startup_trials
     budget = searcher.time_budget
     assert (budget.total, budget.slots, budget.confirm_runs) == (3600, 2, 4)
+
+
+@pytest.mark.parametrize("finished_before, random_start_up", [(0, True), (3, False)])
+def test_an_extension_tells_the_same_study_and_tpe_does_not_start_at_random_again(
+        tmp_path, finished_before, random_start_up):
+    """`--resume --num-samples N` builds its searcher afresh (no points: the recipe ran) on the
+    experiment's optuna.db: with the study's 3 finished trials past --startup-trials 2, its
+    first suggestion is TPE's, not the random start-up's (a new study, or a sampler that
+    counted only its own trials, would draw at random again). 0 trials: the control."""
+    import optuna
+
+    from raytune_ft.storage import OPTUNA_DB, ExperimentStorage
+    from raytune_ft.tuning.searcher import build_search_algorithm
+
+    exp = ExperimentStorage.create(str(tmp_path), "ext")
+    storage = f"sqlite:///{exp.local_path(OPTUNA_DB)}"
+    study = optuna.create_study(study_name="ext", storage=storage, direction="maximize")
+    lr = optuna.distributions.FloatDistribution(0.001, 0.1, log=True)
+    for i in range(finished_before):
+        study.add_trial(optuna.trial.create_trial(params={"lr": 0.002 * 3 ** i},
+                                                  distributions={"lr": lr}, value=0.1 * i))
+    config = SearchConfig(num_samples=5, startup_trials=2, name="ext")
+    searcher = build_search_algorithm(config, [], METRIC, "max", exp)
+    searcher.set_search_properties(METRIC, "max", SPACE.to_tune())
+    drawn_at_random = []
+    random_sampler = searcher._sampler._random_sampler
+    original = random_sampler.sample_independent
+
+    def spy(*args, **kwargs):
+        drawn_at_random.append(args[2] if len(args) > 2 else kwargs.get("param_name"))
+        return original(*args, **kwargs)
+
+    random_sampler.sample_independent = spy
+    assert "lr" in searcher.suggest("t_new")
+    assert bool(drawn_at_random) is random_start_up, drawn_at_random
+    assert len(optuna.load_study(study_name="ext", storage=storage).trials) == \
+        finished_before + 1  # told to the one study in optuna.db
