@@ -389,7 +389,7 @@ def main() -> None:
         print_table(f"device budget {budget:g} slot-epochs (confirmation included), K = {slots} "
                     f"trial(s) at once, {len(seeds)} replays; best true mean {best_true:.4f}, "
                     f"recipe {summary['recipe_true_mean']:.4f}", rows, best_true)
-    print(f"\ndefault at K = 1, 4, 8 (same device budget): "
+    print("\ndefault at K = 1, 4, 8 (same device budget): "
           + "; ".join(f"K={k}: true {v['median_true_quality']:.4f}, p>recipe "
                       f"{v['p_beats_recipe']:.2f}, wall {v['wall_clock']:.1f}"
                       for k, v in concurrency.items()))

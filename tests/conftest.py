@@ -3,11 +3,24 @@ The helpers that build them are in helpers.py."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
-from helpers import write_tiny_coco, write_tiny_config
+from helpers import (FINISHED_SPACE, FinishedSearch, ray_default_auth_env, run_search_cli,
+                     write_tiny_coco, write_tiny_config)
+
+# Fixtures whose tests start Ray outside this process (their own local Ray, a cluster): the
+# shared in-process Ray must be down for them, so they run after every test that uses it.
+STOPS_SHARED_RAY = {"no_shared_ray", "finished_search", "three_node_cluster", "token_head",
+                    "autoscaling_cluster"}
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    """The tests on the shared in-process Ray first, then those that stop it: it starts once
+    (each start costs seconds and ~1 GB) instead of after every test that stopped it."""
+    items.sort(key=lambda item: bool(STOPS_SHARED_RAY & set(item.fixturenames)))
 
 
 @pytest.fixture(scope="session")
@@ -58,3 +71,32 @@ def no_shared_ray():
 
     if ray.is_initialized():
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def finished_search(tmp_path_factory, tiny_data, tiny_pretrained) -> FinishedSearch:
+    """One tiny finished search made once from the command line (see FinishedSearch); the
+    tests that only read it, confirm it or extend it work on copies. Its console is kept."""
+    import shutil
+
+    import ray
+
+    if ray.is_initialized():  # the search starts its own local Ray
+        ray.shutdown()
+    root = tmp_path_factory.mktemp("finished_search")
+    data = Path(shutil.copytree(tiny_data, root / "data"))  # + a held-out "test" split
+    shutil.copy(data / "annotations" / "val.json", data / "annotations" / "test.json")
+    held_out = ("test_dataloader = dict(batch_size=2, dataset=dict(data_root=data_root, "
+                "metainfo=metainfo, ann_file='annotations/test.json'))\n"
+                "test_evaluator = dict(ann_file=data_root + 'annotations/test.json')\n")
+    cfg = write_tiny_config(root / "tiny.py", data, str(tiny_pretrained), max_epochs=2,
+                            extra=held_out)
+    space = root / "space.yaml"
+    space.write_text(FINISHED_SPACE)
+    search = FinishedSearch(root, cfg, space)
+    started = time.time()
+    proc = run_search_cli(search.flags(root / "exp"), old_paths=True,
+                          env=ray_default_auth_env())
+    search.console, search.seconds = proc.stdout + proc.stderr, time.time() - started
+    assert proc.returncode == 0, search.console[-4000:]
+    return search

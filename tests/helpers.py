@@ -205,3 +205,76 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def ray_default_auth_env() -> dict[str, str]:
+    """This environment without RAY_AUTH_* (an in-process ray.init of another test sets
+    RAY_AUTH_MODE): a local Ray then logs its token-authentication WARNING, as on a user's
+    machine."""
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+
+
+# A driver that writes the class paths of the flat package (before 2026-12) into the
+# experiment, as every older experiment has them: Ray pickles the scheduler and the searcher
+# (tuner.pkl) by module path. Otherwise it is `python -m raytune_ft.search` itself.
+OLD_PATHS_DRIVER = """
+import sys
+import raytune_ft.scheduler, raytune_ft.searcher  # the old names, answered by raytune_ft._moved
+from raytune_ft.tuning.scheduler import StepFairASHA
+from raytune_ft.tuning.searcher import StepFairOptunaSearch
+StepFairASHA.__module__ = "raytune_ft.scheduler"
+StepFairOptunaSearch.__module__ = "raytune_ft.searcher"
+from raytune_ft.cli.search import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+FINISHED_SPACE = """
+params:
+  lr:         {type: loguniform, low: 1.0e-3, high: 2.0e-2}
+  max_epochs: {type: choice, values: [2]}
+"""
+
+
+class FinishedSearch:
+    """The session's tiny finished search (conftest `finished_search`): 2 trials of 2 epochs
+    (the recipe, lr 0.01, and --points lr 0.02), FIFO, no confirmation (the default), a
+    held-out test split holding the val images, run from the command line with the flat
+    package's class paths in its tuner.pkl. Tests copy it; nobody writes into it."""
+
+    name = "s"
+
+    def __init__(self, root: Path, cfg: Path, space: Path) -> None:
+        self.root, self.cfg, self.space = root, cfg, space
+        self.console, self.seconds = "", 0.0  # what the search printed, how long it ran
+
+    @property
+    def exp(self) -> Path:
+        return self.root / "exp" / self.name
+
+    def flags(self, storage: Path) -> list[str]:
+        """The search's flags, with its experiment under `storage` (a copy's)."""
+        import json as _json
+
+        return ["--config", str(self.cfg), "--space", str(self.space), "--num-samples", "2",
+                "--storage-path", str(storage), "--name", self.name, "--scheduler", "fifo",
+                "--points", _json.dumps([{"lr": 0.02}]), "--startup-trials", "1"]
+
+    def copy(self, to: Path) -> Path:
+        """A copy of the experiment under `to` (its storage path); returns the copy's folder."""
+        import shutil
+
+        shutil.copytree(self.exp, to / self.name, symlinks=True)
+        return to / self.name
+
+
+def run_search_cli(args: list[str], old_paths: bool = False, timeout: float = 900,
+                   env: dict | None = None):
+    """`python -m raytune_ft.search ARGS` from the repository, as a user runs it."""
+    import subprocess
+    import sys
+
+    command = ["-c", OLD_PATHS_DRIVER] if old_paths else ["-m", "raytune_ft.search"]
+    return subprocess.run([sys.executable, *command, *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, env=env)

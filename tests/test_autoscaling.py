@@ -97,7 +97,7 @@ def _search(cluster: dict, args: list[str], **kwargs) -> subprocess.CompletedPro
 
 @pytest.fixture()
 def tiny_search_files(tiny_data, tiny_pretrained, tmp_path):
-    cfg = write_tiny_config(tmp_path / "tiny.py", tiny_data, str(tiny_pretrained), max_epochs=5,
+    cfg = write_tiny_config(tmp_path / "tiny.py", tiny_data, str(tiny_pretrained), max_epochs=4,
                             extra=with_testing_hooks(RANK_AUDIT))
     space = tmp_path / "space.yaml"
     space.write_text("params:\n  lr: {type: loguniform, low: 1.0e-3, high: 2.0e-2}\n")
@@ -212,15 +212,17 @@ def test_trials_wait_for_autoscaled_nodes_and_a_preemption_costs_no_crash_budget
 
     victims = [run for run in runs if any(r["resumed"] for r in read_metrics(run))]
     assert victims, "a trial was running on the preempted node and resumed elsewhere"
+    retried_before_start = []
     for run in runs:
         records = read_metrics(run)
-        assert [r["epoch"] for r in records] == [1, 2, 3, 4, 5], "each epoch once, none lost"
+        assert [r["epoch"] for r in records] == [1, 2, 3, 4], "each epoch once, none lost"
         phases = parse_phases((run / PHASES_FILE).read_text())
         times = phase_times(phases)
         states = [p["state"] for p in phases]
-        # the first placement outlasted Ray's 2 s start timeout: retried, not errored; a
-        # preempted trial is placed once more
-        assert times.schedulings >= (3 if run in victims else 2), states
+        first_run = states.index("RUNNING")
+        retried_before_start.append(states[:first_run].count("SCHEDULING") - 1)
+        if run in victims:  # placed once more after the preemption
+            assert "SCHEDULING" in states[states.index("PREEMPTING"):], states
         assert times.waiting_s > 2.0 and times.running_s > 0, times
         lines = audit_of(run)
         assert all(x["cuda_visible_devices"] == "" and x["device"] == "cpu" for x in lines)
@@ -230,3 +232,6 @@ def test_trials_wait_for_autoscaled_nodes_and_a_preemption_costs_no_crash_budget
             assert row["restarts"] == "1", row
         # the wait is reported apart, not charged as CPU-seconds
         assert float(row["wait_seconds"]) > 2.0 and float(row["cpu_seconds"]) > 0, row
+    # a first placement outlasted Ray's 2 s start timeout (the node was booting): retried, not
+    # errored (--max-failures 0). The second trial may find the node the first one woke up.
+    assert max(retried_before_start) >= 1, retried_before_start

@@ -1,21 +1,22 @@
-"""Confirmation over seeds: the statistics and the winner's choice on known values (no Ray),
-and a real confirmation after a tiny search run from the command line: the recipe and the best
-config re-run with fresh seeds, summary/results/best config follow the confirmed winner, bad
-requests exit 2, and the console is short and holds raytune_ft's own lines only."""
+"""Confirmation over seeds: the statistics and the winner's choice on known values (no Ray);
+the session's tiny search run from the command line (its outputs without a confirmation, the
+default: the test score, TensorBoard, report, a short console of raytune_ft's own lines); then
+`python -m raytune_ft.confirm` on a copy of it: the recipe and the best config re-run with fresh
+seeds, summary/results/best config/checkpoint follow the confirmed winner, a confirmation that
+fails changes nothing, bad requests exit 2."""
 
 from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from helpers import REPO, write_tiny_config
+from helpers import REPO, ray_default_auth_env
 from raytune_ft.experiment.confirmation import Confirmation, paired_interval, pick_candidates, score
 from raytune_ft.errors import UserError
 from raytune_ft.experiment.results import TrialRow
@@ -30,22 +31,16 @@ NOISE = ("core_worker.cc", "Failed to fetch metrics", "PlacementGroupCleaner", "
          "Traceback", "WARNING", "UserWarning")
 
 
-def ray_default_auth_env() -> dict[str, str]:
-    """This environment without RAY_AUTH_* (an in-process ray.init of another test sets
-    RAY_AUTH_MODE): a local Ray then logs its token-authentication WARNING, as on a user's
-    machine."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
-
-
 def console_bound(trials: int, epochs: int, runs: int, candidates: int, minutes: float) -> int:
     """README "Console": 15 + (epochs + 3) per trial and per confirmation run + 1 per
     confirmed config + 9 for the confirmation's block + a progress line per 5 minutes."""
     return 15 + (trials + runs) * (epochs + 3) + candidates + (9 if runs else 0) + int(minutes / 5)
 
 
-def check_console(console: str, exp: Path, rows: list[dict], n_candidates: int) -> None:
-    """A console a person reads: raytune_ft's own lines only, each trial's and run's start and
-    end once and each epoch once, progress lines, at most the README's bound of lines."""
+def check_console(console: str, rows: list[dict], seconds: float, candidates: int = 0) -> None:
+    """A console a person reads: raytune_ft's own lines only, each trial's (or confirmation
+    run's) start and end once and each of its 2 epochs once, the progress line of all of them,
+    at most the README's bound of lines for the minutes it ran."""
     for noise in NOISE:
         assert noise not in console, noise
     for row in rows:
@@ -54,13 +49,11 @@ def check_console(console: str, exp: Path, rows: list[dict], n_candidates: int) 
         assert console.count(f"[raytune_ft] trial {tid} ended: finished, best ") == 1, tid
         for epoch in (1, 2):
             assert console.count(f"[raytune_ft] trial_{tid}  epoch {epoch}/2") == 1, tid
-    runs = 2 * n_candidates
-    assert "[2/2 trials] best " in console and f"[{runs}/{runs} trials] best " in console
-    lines = console.strip().splitlines()
-    assert len(lines) <= console_bound(trials=2, epochs=2, runs=runs, candidates=n_candidates,
-                                       minutes=15), console
-    driver_log = (exp / "driver.log").read_text()
-    assert "Token authentication" in driver_log  # Ray's record kept, off the console
+    assert f"[{len(rows)}/{len(rows)} trials] best " in console, console
+    runs = len(rows) if candidates else 0
+    bound = console_bound(trials=len(rows) - runs, epochs=2, runs=runs, candidates=candidates,
+                          minutes=seconds / 60)
+    assert len(console.strip().splitlines()) <= bound, console
 
 
 def row(trial_id: str, order: int, value: float | None, status: str = "finished",
@@ -139,42 +132,96 @@ def test_mode_min_ranks_picks_and_compares_the_other_way():
     assert not Confirmation(conf.seeds, conf.candidates, "max").beats_recipe(conf.winner)
 
 
-SPACE = """
-params:
-  lr:         {type: loguniform, low: 1.0e-3, high: 2.0e-2}
-  max_epochs: {type: choice, values: [2]}
-"""
+
+
+def read_rows(exp: Path) -> list[dict]:
+    with open(exp / "results.csv") as f:
+        return list(csv.DictReader(f))
 
 
 @pytest.mark.slow
-def test_search_then_confirmation_over_seeds(tmp_path, tiny_data, tiny_pretrained, no_shared_ray):
-    """From the command line, as a user runs it (its console is checked too: a subprocess
-    with its own local Ray prints what a person sees, workers included)."""
-    data = Path(shutil.copytree(tiny_data, tmp_path / "data"))  # + a held-out "test" split
-    shutil.copy(data / "annotations" / "val.json", data / "annotations" / "test.json")
-    held_out = ("test_dataloader = dict(batch_size=2, dataset=dict(data_root=data_root, "
-                "metainfo=metainfo, ann_file='annotations/test.json'))\n"
-                "test_evaluator = dict(ann_file=data_root + 'annotations/test.json')\n")
-    cfg = write_tiny_config(tmp_path / "tiny.py", data, str(tiny_pretrained), max_epochs=2,
-                            extra=held_out)
-    space = tmp_path / "space.yaml"
-    space.write_text(SPACE)
-    proc = subprocess.run(
-        [sys.executable, "-m", "raytune_ft.search", "--config", str(cfg), "--space", str(space),
-         "--num-samples", "2", "--storage-path", str(tmp_path / "exp"), "--name", "c",
-         "--scheduler", "fifo", "--points", json.dumps([{"lr": 0.02}]), "--confirm", "1",
-         "--seeds", "2"],
-        cwd=REPO, capture_output=True, text=True, timeout=900, env=ray_default_auth_env())
+def test_a_search_from_the_command_line_writes_its_outputs_and_a_short_console(finished_search):
+    """The session's search (2 trials, no confirmation: the default). The held-out test set is
+    scored all the same: picked on val, scored on test - here test holds the val images, so
+    each test score is exactly the val score of the checkpoint scored."""
+    exp = finished_search.exp
+    summary = json.loads((exp / "summary.json").read_text())
+    rows = read_rows(exp)
+    assert [r["phase"] for r in rows] == ["search", "search"]
+    assert all(r["status"] == "finished" and r["epochs_run"] == "2" for r in rows), rows
+    assert "confirmation" not in summary and "winner_trial" not in summary
+    assert not (exp / "confirm").exists()
+    recipe = rows[0]
+    assert float(recipe["lr"]) == pytest.approx(0.01) and float(rows[1]["lr"]) == 0.02
+    best = max(rows, key=lambda r: float(r["best coco/bbox_mAP"]))
+    assert summary["best_trial"] == best["trial_id"]
+    test = summary["test_score"]
+    assert test["test_annotation"].endswith("annotations/test.json")
+    assert test["winner"] == pytest.approx(float(best["best coco/bbox_mAP"]), abs=1e-4)
+    assert test["recipe"] == pytest.approx(float(recipe["best coco/bbox_mAP"]), abs=1e-4)
+    # TensorBoard HParams once per trial, although results were rewritten after the test score
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for r in rows:
+        tb = exp / "trials" / f"trial_{r['trial_id']}" / "tensorboard"
+        with_hparams = 0
+        for events in tb.glob("events.out.tfevents.*"):
+            acc = EventAccumulator(str(events))
+            acc.Reload()
+            try:
+                with_hparams += bool(acc.PluginTagToContent("hparams"))
+            except KeyError:  # an event file without HParams (the curves)
+                pass
+        assert with_hparams == 1, (r["trial_id"], sorted(p.name for p in tb.iterdir()))
+    page = (exp / "report.html").read_text()  # written at the end of the search
+    assert f"Best single run: {summary['best_metric']:.4f} (trial {best['trial_id']}" in page
+    assert (f"Picked on val, scored on test: winner {test['winner']:.4f}, recipe "
+            f"{test['recipe']:.4f}.") in page
+    assert "not confirmed" in page
+    check_console(finished_search.console, rows, finished_search.seconds)
+    assert f"picked on val, scored on test ({test['test_annotation']})" in finished_search.console
+    driver_log = (exp / "driver.log").read_text()
+    assert "Token authentication" in driver_log  # Ray's record kept, off the console
+
+
+def confirm_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "raytune_ft.confirm", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=900,
+                          env=ray_default_auth_env())
+
+
+RESULT_FILES = ("results.csv", "trials.json", "summary.json", "best_config.py",
+                "best_checkpoint.pth", "report.html")
+
+
+@pytest.mark.slow
+def test_confirm_cli_reruns_the_winner_and_the_recipe_over_seeds(finished_search, tmp_path):
+    """`python -m raytune_ft.confirm EXP --confirm 1 --seeds 2` on a copy of the finished
+    search: a confirmation that fails first (its folder cannot be written) leaves every result
+    file as it was; then the real one: 2 fresh seeds per config, summary/results/best config/
+    checkpoint/report follow the confirmed winner."""
+    exp = finished_search.copy(tmp_path)
+    before = {name: (exp / name).read_bytes() for name in RESULT_FILES}
+    (exp / "confirm").write_text("in the way")  # the confirmation's folder is a file
+    failed = confirm_cli(str(exp), "--confirm", "1", "--seeds", "2")
+    assert failed.returncode == 1, failed.stdout[-3000:] + failed.stderr[-3000:]
+    assert "the confirmation failed" in failed.stderr and "search's results are kept" in \
+        failed.stderr, failed.stderr[-3000:]
+    assert {name: (exp / name).read_bytes() for name in RESULT_FILES} == before
+    (exp / "confirm").unlink()
+
+    started = time.time()
+    proc = confirm_cli(str(exp), "--confirm", "1", "--seeds", "2")
     console = proc.stdout + proc.stderr
     assert proc.returncode == 0, console[-3000:]
-    exp = tmp_path / "exp" / "c"
     summary = json.loads((exp / "summary.json").read_text())
     conf = summary["confirmation"]
     assert conf["seeds"] == [1, 2]
     roles = {c["trial"]: c["role"] for c in conf["candidates"]}
-    with open(exp / "results.csv") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_rows(exp)
     searched = [r for r in rows if r["phase"] == "search"]
+    assert [r["trial_id"] for r in searched] == [r["trial_id"] for r in
+                                                 read_rows(finished_search.exp)]
     recipe = searched[0]["trial_id"]
     assert recipe in roles and "recipe" in roles[recipe]
     for cand in conf["candidates"]:
@@ -190,47 +237,62 @@ def test_search_then_confirmation_over_seeds(tmp_path, tiny_data, tiny_pretraine
                       .glob("*/vis_data/config.py"))
         assert dumped and f"seed={r['seed']}" in dumped[0].read_text().replace(" ", "")
     winner = summary["winner_trial"]
-    assert winner == conf["winner_trial"]
-    best = max(conf["candidates"], key=lambda c: c["mean"])
-    assert winner == best["trial"]
+    assert winner == conf["winner_trial"] == max(conf["candidates"],
+                                                 key=lambda c: c["mean"])["trial"]
+    # best_config.py holds the winner's schedule, best_checkpoint.pth is its best seed run's
+    from mmengine.config import Config
+
+    from raytune_ft.mmconfig.hparams import find_scheduler
+
+    best_cfg = Config.fromfile(str(exp / "best_config.py"))
+    hparams = summary["winner_hparams"]
+    assert best_cfg.optim_wrapper.optimizer.lr == pytest.approx(hparams["lr"])
+    assert find_scheduler(best_cfg, "MultiStepLR").milestones == hparams["milestones"]
     assert "confirmed winner: trial " + winner in (exp / "best_config.py").read_text()
-    assert (exp / "best_checkpoint.pth").stat().st_size > 0
-    # picked on val, scored on test: here test holds the val images, so the winner's test score
-    # is exactly the val score of the run whose checkpoint it is
     trials = json.loads((exp / "trials.json").read_text())
     winner_runs = [t for t in trials if t["phase"] == "confirm" and t["source_trial"] == winner]
+    best_run = max(winner_runs, key=lambda t: t["best_metric"])
+    assert_checkpoint_is_from(exp / "best_checkpoint.pth",
+                              exp / "confirm" / "trials" / f"trial_{best_run['trial_id']}",
+                              best_run["best_metric"])
+    # picked on val, scored on test (test = val here): the winner's best seed run, and the
+    # recipe's own best confirmation run
     test = summary["test_score"]
-    assert test["test_annotation"].endswith("annotations/test.json")
-    assert test["winner"] == pytest.approx(max(t["best_metric"] for t in winner_runs), abs=1e-4)
-    # the recipe's test score is the test value of its own best confirmation run (test = val)
+    assert test["winner"] == pytest.approx(best_run["best_metric"], abs=1e-4)
     recipe_runs = [t for t in trials if t["phase"] == "confirm" and t["source_trial"] == recipe]
     assert test["recipe"] == pytest.approx(max(t["best_metric"] for t in recipe_runs), abs=1e-4)
-    # TensorBoard HParams once per search trial, although results were rewritten after the
-    # confirmation and the test score
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    page = (exp / "report.html").read_text()  # rewritten with the confirmation
+    assert 'id="confirmation"' in page
+    assert f"Confirmed over seeds [1, 2]: winner trial {winner} " in page
+    assert f"Picked on val, scored on test: winner {test['winner']:.4f}" in page
+    check_console(console, confirm, time.time() - started, candidates=len(conf["candidates"]))
 
-    for r in searched:
-        tb = exp / "trials" / f"trial_{r['trial_id']}" / "tensorboard"
-        with_hparams = 0
-        for events in tb.glob("events.out.tfevents.*"):
-            acc = EventAccumulator(str(events))
-            acc.Reload()
-            try:
-                with_hparams += bool(acc.PluginTagToContent("hparams"))
-            except KeyError:  # an event file without HParams (the curves)
-                pass
-        assert with_hparams == 1, (r["trial_id"], sorted(p.name for p in tb.iterdir()))
-    assert (exp / "report.html").stat().st_size > 1_000_000  # written at the end of the search
-    check_console(console, exp, rows, n_candidates=len(conf["candidates"]))
-
-    # later, from the command line: bad requests exit 2 naming what is wrong
-    def confirm_cli(*args: str):
-        return subprocess.run([sys.executable, "-m", "raytune_ft.confirm", *args], cwd=REPO,
-                              capture_output=True, text=True, timeout=300)
-
+    # bad requests exit 2 naming what is wrong
     too_many = confirm_cli(str(exp), "--confirm", "5")
     assert too_many.returncode == 2 and "--confirm 5" in too_many.stderr, too_many.stderr
     no_seeds = confirm_cli(str(exp), "--seeds", "0")
     assert no_seeds.returncode == 2 and "--seeds" in no_seeds.stderr, no_seeds.stderr
     not_exp = confirm_cli(str(tmp_path))
     assert not_exp.returncode == 2 and "is not a raytune_ft experiment" in not_exp.stderr
+
+
+def assert_checkpoint_is_from(exported_path: Path, trial_dir: Path, best_value: float) -> None:
+    """`exported_path` is, tensor for tensor, a kept checkpoint of the run in `trial_dir`
+    from an epoch that scored `best_value` (the tiny model may tie across epochs)."""
+    import torch
+
+    from helpers import read_metrics
+
+    value = {m["epoch"]: m["coco/bbox_mAP"] for m in read_metrics(str(trial_dir))}
+    best_epochs = [d for d in trial_dir.glob("checkpoint_*") if d.is_dir() and value[
+        json.loads((d / "meta.json").read_text())["epoch"]] == pytest.approx(best_value,
+                                                                              abs=1e-4)]
+    assert best_epochs, list(trial_dir.glob("checkpoint_*"))
+    exported = torch.load(exported_path, map_location="cpu", weights_only=False)
+
+    def same(path) -> bool:
+        original = torch.load(path / "checkpoint.pth", map_location="cpu", weights_only=False)
+        return exported["state_dict"].keys() == original["state_dict"].keys() and all(
+            torch.equal(exported["state_dict"][k], v) for k, v in original["state_dict"].items())
+
+    assert any(same(d) for d in best_epochs)

@@ -1,21 +1,17 @@
 """Failures during a search: a trial whose data pipeline raises is recorded as errored with the
-exception's message after a bounded number of retries; checkpoint retention keeps the best;
-Ctrl-C stops cleanly and says how to resume."""
+exception's message after a bounded number of retries; checkpoint retention keeps the best.
+(Ctrl-C and --resume: test_resume.py.)"""
 
 from __future__ import annotations
 
 import csv
 import json
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from helpers import REPO, read_metrics, write_tiny_config
+from helpers import read_metrics, write_tiny_config
 from raytune_ft.cli.search import main as search_main
 
 pytestmark = pytest.mark.slow  # Ray searches / training runs (make test-fast skips)
@@ -66,28 +62,3 @@ def test_checkpoint_retention_keeps_the_best(ray_session, tmp_path, tiny_data, t
     # middle epoch, neither best nor latest, is deleted
     kept_epochs = {json.loads((d / "meta.json").read_text())["epoch"] for d in kept}
     assert kept_epochs == {best["epoch"], epochs[-1]["epoch"]}, kept_epochs
-
-
-def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, tiny_data, tiny_pretrained,
-                                                     no_shared_ray):
-    cfg = write_tiny_config(tmp_path / "cfg.py", tiny_data, str(tiny_pretrained), max_epochs=3)
-    space = tmp_path / "space.yaml"
-    space.write_text(SPACE)
-    exp = tmp_path / "exp" / "int"
-    proc = subprocess.Popen([sys.executable, "-m", "raytune_ft.search", "--config", str(cfg),
-                             "--space", str(space), "--num-samples", "3", "--storage-path",
-                             str(tmp_path / "exp"), "--name", "int", "--scheduler", "fifo", "--confirm", "0"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if any(read_metrics(str(d)) for d in (exp / "trials").glob("trial_*")):
-            break
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=180)
-    assert proc.returncode == 130, out[-2000:] + err[-2000:]
-    assert "--resume --name int" in err
-    assert (exp / "results.csv").exists() and (exp / "tuner.pkl").exists()
-    with open(exp / "results.csv") as f:
-        statuses = {r["status"] for r in csv.DictReader(f)}
-    assert "unfinished" in statuses, statuses
