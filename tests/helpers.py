@@ -239,7 +239,8 @@ params:
 
 class FinishedSearch:
     """The session's tiny finished search (conftest `finished_search`): 2 trials of 2 epochs
-    (the recipe, lr 0.01, and --points lr 0.02), FIFO, no confirmation (the default), a
+    (the recipe, lr 0.01, and --points lr 0.02; LR step after epoch 1, so step-after, the
+    default rule, never stops one), no confirmation (the default), a
     held-out test split holding the val images, run from the command line with the flat
     package's class paths in its tuner.pkl. Tests copy it; nobody writes into it."""
 
@@ -258,7 +259,8 @@ class FinishedSearch:
         import json as _json
 
         return ["--config", str(self.cfg), "--space", str(self.space), "--num-samples", "2",
-                "--storage-path", str(storage), "--name", self.name, "--scheduler", "fifo",
+                "--storage-path", str(storage), "--name", self.name,
+                "--scheduler", "step-after",
                 "--points", _json.dumps([{"lr": 0.02}]), "--startup-trials", "1"]
 
     def copy(self, to: Path) -> Path:

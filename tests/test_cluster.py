@@ -247,12 +247,17 @@ def token_head(tmp_path, no_shared_ray):
 SUBMIT = """
 import sys, time
 from ray.job_submission import JobSubmissionClient, JobStatus
-try:
-    client = JobSubmissionClient(sys.argv[1])
-    job = client.submit_job(entrypoint="python -c 'print(6 * 7)'")
-except Exception as err:
-    print("REFUSED", type(err).__name__, err)
-    sys.exit(3)
+for attempt in range(60):  # the head's dashboard agent may still be starting
+    try:
+        client = JobSubmissionClient(sys.argv[1])
+        job = client.submit_job(entrypoint="python -c 'print(6 * 7)'")
+        break
+    except Exception as err:
+        if "No available agent" in str(err):
+            time.sleep(1)
+            continue
+        print("REFUSED", type(err).__name__, err)
+        sys.exit(3)
 for _ in range(240):
     status = client.get_job_status(job)
     if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
