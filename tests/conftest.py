@@ -3,6 +3,7 @@ The helpers that build them are in helpers.py."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -10,6 +11,11 @@ import pytest
 
 from helpers import (FINISHED_SPACE, FinishedSearch, ray_default_auth_env, run_search_cli,
                      write_tiny_coco, write_tiny_config)
+
+# Ray Train's controller polls its workers every 2 s by default (a report or a trial's end
+# waits for the next poll); 0.5 s cuts ~13% off a 2-epoch trial here and changes nothing else.
+# Set before any Ray starts, so every local Ray, cluster and subprocess search inherits it.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 # Fixtures whose tests start Ray outside this process (their own local Ray, a cluster): the
 # shared in-process Ray must be down for them, so they run after every test that uses it.

@@ -68,8 +68,11 @@ class _Spy(Hook):
 def test_probe_leaves_persistent_loader_workers_as_they_were(tmp_path, tiny_data):
     """mmdet's configs keep their train loader's workers alive across epochs; their RandomFlip
     draws from the workers' own RNG, which the probe's batches must not advance."""
+    # one train_dataloader dict: a second assignment in the file would replace the tiny data
+    # set's (the demo's 50 images then, 4x slower)
     cfg = write_tiny_config(tmp_path / "tiny.py", tiny_data, None, max_epochs=2, extra=(
-        "train_dataloader = dict(num_workers=1, persistent_workers=True)\n"
+        "train_dataloader = dict(batch_size=2, num_workers=1, persistent_workers=True, "
+        "dataset=dict(data_root=data_root, metainfo=metainfo))\n"
         "randomness = dict(seed=0)"))
     plain_digest, plain = train(cfg, tmp_path, "plain", [])
     probed_digest, probed = train(cfg, tmp_path, "probed", [1])
