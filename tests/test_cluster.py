@@ -97,126 +97,6 @@ def test_dockerfile_pins_match_pyproject():
     assert tuple(map(int, torch_in_docker.split("."))) < tuple(map(int, torch_max.split(".")))
 
 
-@pytest.fixture(scope="module")
-def three_node_cluster():
-    """A head without CPUs (it only drives) and two 1-CPU worker nodes, all on this machine;
-    one per module (starting it costs ~20 s): the spans test uses it as it is, the node-loss
-    test after it replaces a node."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    if ray.is_initialized():  # a second local Ray beside the shared one disturbs both
-        ray.shutdown()
-
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "resources": {"trial_driver": 10}, "include_dashboard": True})
-    nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, logging_level="WARNING")
-    yield cluster, {n.node_id for n in nodes}
-    ray.shutdown()
-    cluster.shutdown()
-
-
-@pytest.mark.slow
-def test_a_trial_spans_nodes(three_node_cluster, tiny_data, tiny_pretrained, tmp_path):
-    from helpers import read_metrics
-    from raytune_ft.mmconfig.config import load_config
-    from raytune_ft.engine.trial import TrialResources, TrialSpec, run_trial
-
-    _, worker_nodes = three_node_cluster
-    cfg_path = write_tiny_config(tmp_path / "tiny.py", tiny_data, str(tiny_pretrained),
-                                 max_epochs=2, extra=with_testing_hooks(RANK_AUDIT))
-    spec = TrialSpec(name="spread", storage_path=str(tmp_path / "runs"),
-                     resources=TrialResources(workers=2, cpus_per_worker=1,
-                                              placement_strategy="STRICT_SPREAD"))
-    result = run_trial(load_config(cfg_path), spec)
-    assert result.error is None
-    assert [m["epoch"] for m in read_metrics(spec.run_dir)] == [1, 2]
-    assert result.checkpoint is not None
-    rank_files = sorted((Path(spec.run_dir) / "mmengine" / "ranks").glob("rank*.jsonl"))
-    nodes = {json.loads(f.read_text().splitlines()[-1])["node_id"] for f in rank_files}
-    assert len(nodes) == 2 and nodes == worker_nodes, "the two ranks ran on the two worker nodes"
-    # (a whole search through --address on this cluster: the node-loss test below)
-
-
-def _wait_for(predicate, timeout: float, what: str):
-    import time
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-@pytest.mark.slow
-def test_a_trial_survives_losing_its_node(three_node_cluster, tiny_data, tiny_pretrained,
-                                          tmp_path):
-    """Two trials fill the two worker nodes; the node of the 3-epoch one (the recipe) is removed
-    (raylet, object store, workers) after its first committed epoch and a fresh node joins:
-    that trial resumes from its last checkpoint on the new node (the other, 8 epochs long,
-    still holds the other node), the other goes on, the search finishes, results.csv counts
-    the restart."""
-    import csv
-    import subprocess
-    import sys
-
-    from helpers import read_metrics
-
-    cluster, _ = three_node_cluster
-    cfg = write_tiny_config(tmp_path / "tiny.py", tiny_data, str(tiny_pretrained), max_epochs=3,
-                            extra=with_testing_hooks(RANK_AUDIT))
-    space = tmp_path / "space.yaml"
-    space.write_text("params:\n  lr: {type: loguniform, low: 1.0e-3, high: 2.0e-2}\n"
-                     "  max_epochs: {type: choice, values: [3, 8]}\n")
-    exp = tmp_path / "exp" / "lose"
-    log = open(tmp_path / "search.log", "w")
-    search = subprocess.Popen(
-        [sys.executable, "-m", "raytune_ft.search", "--config", str(cfg), "--space", str(space),
-         "--num-samples", "2", "--max-concurrent", "2", "--points", '[{"max_epochs": 8}]',
-         "--storage-path", str(tmp_path / "exp"),
-         "--name", "lose", "--address", cluster.address, "--scheduler", "fifo",
-         "--max-failures", "2"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        def first_epoch_of_both():
-            runs = [d for d in (exp / "trials").glob("trial_*") if read_metrics(d)]
-            return runs if len(runs) == 2 else None
-
-        runs = _wait_for(first_epoch_of_both, 300, "both trials to commit an epoch")
-        victim = next(d for d in runs if read_metrics(d)[0]["max_epochs"] == 3)
-        audit = (victim / "mmengine" / "ranks" / "rank0.jsonl").read_text().splitlines()
-        lost_node_id = json.loads(audit[-1])["node_id"]
-        committed = len(read_metrics(victim))
-        node = next(n for n in cluster.worker_nodes if n.node_id == lost_node_id)
-        cluster.remove_node(node, allow_graceful=False)
-        fresh = cluster.add_node(num_cpus=1)
-        assert search.wait(timeout=600) == 0, (tmp_path / "search.log").read_text()[-4000:]
-    finally:
-        if search.poll() is None:
-            search.kill()
-        log.close()
-
-    records = read_metrics(victim)
-    assert [r["epoch"] for r in records] == [1, 2, 3], "each epoch once, none lost or doubled"
-    resumed = [r for r in records if r["resumed"]]
-    assert resumed and all(r["start_epoch"] == resumed[0]["start_epoch"] for r in resumed)
-    assert committed + 1 >= resumed[0]["start_epoch"] >= 2  # at most the epoch in flight redone
-    after = [json.loads(line) for line in
-             (victim / "mmengine" / "ranks" / "rank0.jsonl").read_text().splitlines()]
-    assert after[-1]["node_id"] == fresh.node_id and after[-1]["resumed"] == 1
-    with open(exp / "results.csv") as f:
-        rows = {r["trial_id"]: r for r in csv.DictReader(f)}
-    victim_id = victim.name.removeprefix("trial_")
-    assert rows[victim_id]["status"] == "finished" and rows[victim_id]["restarts"] == "1"
-    other = next(r for tid, r in rows.items() if tid != victim_id)
-    assert other["status"] == "finished" and other["restarts"] == "0"
-    summary = json.loads((exp / "summary.json").read_text())  # the search on the cluster ended
-    assert summary["by_status"] == {"finished": 2}
-
-
 @pytest.fixture()
 def token_head(tmp_path, no_shared_ray):
     """A local Ray head started the way cluster.yaml starts one: RAY_AUTH_MODE=token with a
@@ -337,3 +217,126 @@ def test_a_named_token_file_that_is_missing_or_empty_is_refused_before_ray(tmp_p
         check_auth_token()
     monkeypatch.setenv("RAY_AUTH_TOKEN", "a" * 64)
     check_auth_token()
+
+
+# The module's 3-node cluster lives from its first test to the module's end: the token
+# tests above run before it exists (a second local Ray beside it left the token head's job
+# agent unavailable).
+@pytest.fixture(scope="module")
+def three_node_cluster():
+    """A head without CPUs (it only drives) and two 1-CPU worker nodes, all on this machine;
+    one per module (starting it costs ~20 s): the spans test uses it as it is, the node-loss
+    test after it replaces a node."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():  # a second local Ray beside the shared one disturbs both
+        ray.shutdown()
+
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "resources": {"trial_driver": 10}, "include_dashboard": True})
+    nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, logging_level="WARNING")
+    yield cluster, {n.node_id for n in nodes}
+    ray.shutdown()
+    cluster.shutdown()
+
+
+@pytest.mark.slow
+def test_a_trial_spans_nodes(three_node_cluster, tiny_data, tiny_pretrained, tmp_path):
+    from helpers import read_metrics
+    from raytune_ft.mmconfig.config import load_config
+    from raytune_ft.engine.trial import TrialResources, TrialSpec, run_trial
+
+    _, worker_nodes = three_node_cluster
+    cfg_path = write_tiny_config(tmp_path / "tiny.py", tiny_data, str(tiny_pretrained),
+                                 max_epochs=2, extra=with_testing_hooks(RANK_AUDIT))
+    spec = TrialSpec(name="spread", storage_path=str(tmp_path / "runs"),
+                     resources=TrialResources(workers=2, cpus_per_worker=1,
+                                              placement_strategy="STRICT_SPREAD"))
+    result = run_trial(load_config(cfg_path), spec)
+    assert result.error is None
+    assert [m["epoch"] for m in read_metrics(spec.run_dir)] == [1, 2]
+    assert result.checkpoint is not None
+    rank_files = sorted((Path(spec.run_dir) / "mmengine" / "ranks").glob("rank*.jsonl"))
+    nodes = {json.loads(f.read_text().splitlines()[-1])["node_id"] for f in rank_files}
+    assert len(nodes) == 2 and nodes == worker_nodes, "the two ranks ran on the two worker nodes"
+    # (a whole search through --address on this cluster: the node-loss test below)
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+def test_a_trial_survives_losing_its_node(three_node_cluster, tiny_data, tiny_pretrained,
+                                          tmp_path):
+    """Two trials fill the two worker nodes; the node of the 3-epoch one (the recipe) is removed
+    (raylet, object store, workers) after its first committed epoch and a fresh node joins:
+    that trial resumes from its last checkpoint on the new node (the other, 8 epochs long,
+    still holds the other node), the other goes on, the search finishes, results.csv counts
+    the restart."""
+    import csv
+    import subprocess
+    import sys
+
+    from helpers import read_metrics
+
+    cluster, _ = three_node_cluster
+    cfg = write_tiny_config(tmp_path / "tiny.py", tiny_data, str(tiny_pretrained), max_epochs=3,
+                            extra=with_testing_hooks(RANK_AUDIT))
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  lr: {type: loguniform, low: 1.0e-3, high: 2.0e-2}\n"
+                     "  max_epochs: {type: choice, values: [3, 8]}\n")
+    exp = tmp_path / "exp" / "lose"
+    log = open(tmp_path / "search.log", "w")
+    search = subprocess.Popen(
+        [sys.executable, "-m", "raytune_ft.search", "--config", str(cfg), "--space", str(space),
+         "--num-samples", "2", "--max-concurrent", "2", "--points", '[{"max_epochs": 8}]',
+         "--storage-path", str(tmp_path / "exp"),
+         "--name", "lose", "--address", cluster.address, "--scheduler", "fifo",
+         "--max-failures", "2"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def first_epoch_of_both():
+            runs = [d for d in (exp / "trials").glob("trial_*") if read_metrics(d)]
+            return runs if len(runs) == 2 else None
+
+        runs = _wait_for(first_epoch_of_both, 300, "both trials to commit an epoch")
+        victim = next(d for d in runs if read_metrics(d)[0]["max_epochs"] == 3)
+        audit = (victim / "mmengine" / "ranks" / "rank0.jsonl").read_text().splitlines()
+        lost_node_id = json.loads(audit[-1])["node_id"]
+        committed = len(read_metrics(victim))
+        node = next(n for n in cluster.worker_nodes if n.node_id == lost_node_id)
+        cluster.remove_node(node, allow_graceful=False)
+        fresh = cluster.add_node(num_cpus=1)
+        assert search.wait(timeout=600) == 0, (tmp_path / "search.log").read_text()[-4000:]
+    finally:
+        if search.poll() is None:
+            search.kill()
+        log.close()
+
+    records = read_metrics(victim)
+    assert [r["epoch"] for r in records] == [1, 2, 3], "each epoch once, none lost or doubled"
+    resumed = [r for r in records if r["resumed"]]
+    assert resumed and all(r["start_epoch"] == resumed[0]["start_epoch"] for r in resumed)
+    assert committed + 1 >= resumed[0]["start_epoch"] >= 2  # at most the epoch in flight redone
+    after = [json.loads(line) for line in
+             (victim / "mmengine" / "ranks" / "rank0.jsonl").read_text().splitlines()]
+    assert after[-1]["node_id"] == fresh.node_id and after[-1]["resumed"] == 1
+    with open(exp / "results.csv") as f:
+        rows = {r["trial_id"]: r for r in csv.DictReader(f)}
+    victim_id = victim.name.removeprefix("trial_")
+    assert rows[victim_id]["status"] == "finished" and rows[victim_id]["restarts"] == "1"
+    other = next(r for tid, r in rows.items() if tid != victim_id)
+    assert other["status"] == "finished" and other["restarts"] == "0"
+    summary = json.loads((exp / "summary.json").read_text())  # the search on the cluster ended
+    assert summary["by_status"] == {"finished": 2}
