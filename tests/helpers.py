@@ -280,3 +280,33 @@ def run_search_cli(args: list[str], old_paths: bool = False, timeout: float = 90
     command = ["-c", OLD_PATHS_DRIVER] if old_paths else ["-m", "raytune_ft.search"]
     return subprocess.run([sys.executable, *command, *args], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout, env=env)
+
+
+def read_results(exp: Path) -> list[dict]:
+    """The rows of an experiment's results.csv."""
+    import csv
+
+    with open(exp / "results.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_checkpoint_is_from(exported_path: Path, trial_dir: Path, best_value: float) -> None:
+    """`exported_path` (a best_checkpoint.pth) is, tensor for tensor, a kept checkpoint of the
+    run in `trial_dir` from an epoch that scored `best_value` (the tiny model may tie across
+    epochs)."""
+    import pytest
+    import torch
+
+    value = {m["epoch"]: m["coco/bbox_mAP"] for m in read_metrics(str(trial_dir))}
+    best_epochs = [d for d in trial_dir.glob("checkpoint_*") if d.is_dir() and value[
+        json.loads((d / "meta.json").read_text())["epoch"]] == pytest.approx(best_value,
+                                                                              abs=1e-4)]
+    assert best_epochs, list(trial_dir.glob("checkpoint_*"))
+    exported = torch.load(exported_path, map_location="cpu", weights_only=False)
+
+    def same(path) -> bool:
+        original = torch.load(path / "checkpoint.pth", map_location="cpu", weights_only=False)
+        return exported["state_dict"].keys() == original["state_dict"].keys() and all(
+            torch.equal(exported["state_dict"][k], v) for k, v in original["state_dict"].items())
+
+    assert any(same(d) for d in best_epochs)

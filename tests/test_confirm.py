@@ -7,16 +7,15 @@ fails changes nothing, bad requests exit 2."""
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from helpers import REPO, ray_default_auth_env
+from helpers import (REPO, assert_checkpoint_is_from, ray_default_auth_env,
+                     read_results)
 from raytune_ft.experiment.confirmation import Confirmation, paired_interval, pick_candidates, score
 from raytune_ft.errors import UserError
 from raytune_ft.experiment.results import TrialRow
@@ -135,11 +134,6 @@ def test_mode_min_ranks_picks_and_compares_the_other_way():
 
 
 
-def read_rows(exp: Path) -> list[dict]:
-    with open(exp / "results.csv") as f:
-        return list(csv.DictReader(f))
-
-
 @pytest.mark.slow
 def test_a_search_from_the_command_line_writes_its_outputs_and_a_short_console(finished_search):
     """The session's search (2 trials, no confirmation: the default). The held-out test set is
@@ -147,7 +141,7 @@ def test_a_search_from_the_command_line_writes_its_outputs_and_a_short_console(f
     each test score is exactly the val score of the checkpoint scored."""
     exp = finished_search.exp
     summary = json.loads((exp / "summary.json").read_text())
-    rows = read_rows(exp)
+    rows = read_results(exp)
     assert [r["phase"] for r in rows] == ["search", "search"]
     assert all(r["status"] == "finished" and r["epochs_run"] == "2" for r in rows), rows
     assert "confirmation" not in summary and "winner_trial" not in summary
@@ -220,10 +214,10 @@ def test_confirm_cli_reruns_the_winner_and_the_recipe_over_seeds(finished_search
     conf = summary["confirmation"]
     assert conf["seeds"] == [1, 2]
     roles = {c["trial"]: c["role"] for c in conf["candidates"]}
-    rows = read_rows(exp)
+    rows = read_results(exp)
     searched = [r for r in rows if r["phase"] == "search"]
     assert [r["trial_id"] for r in searched] == [r["trial_id"] for r in
-                                                 read_rows(finished_search.exp)]
+                                                 read_results(finished_search.exp)]
     recipe = searched[0]["trial_id"]
     assert recipe in roles and "recipe" in roles[recipe]
     for cand in conf["candidates"]:
@@ -276,25 +270,3 @@ def test_confirm_cli_reruns_the_winner_and_the_recipe_over_seeds(finished_search
     assert no_seeds.returncode == 2 and "--seeds" in no_seeds.stderr, no_seeds.stderr
     not_exp = confirm_cli(str(tmp_path))
     assert not_exp.returncode == 2 and "is not a raytune_ft experiment" in not_exp.stderr
-
-
-def assert_checkpoint_is_from(exported_path: Path, trial_dir: Path, best_value: float) -> None:
-    """`exported_path` is, tensor for tensor, a kept checkpoint of the run in `trial_dir`
-    from an epoch that scored `best_value` (the tiny model may tie across epochs)."""
-    import torch
-
-    from helpers import read_metrics
-
-    value = {m["epoch"]: m["coco/bbox_mAP"] for m in read_metrics(str(trial_dir))}
-    best_epochs = [d for d in trial_dir.glob("checkpoint_*") if d.is_dir() and value[
-        json.loads((d / "meta.json").read_text())["epoch"]] == pytest.approx(best_value,
-                                                                              abs=1e-4)]
-    assert best_epochs, list(trial_dir.glob("checkpoint_*"))
-    exported = torch.load(exported_path, map_location="cpu", weights_only=False)
-
-    def same(path) -> bool:
-        original = torch.load(path / "checkpoint.pth", map_location="cpu", weights_only=False)
-        return exported["state_dict"].keys() == original["state_dict"].keys() and all(
-            torch.equal(exported["state_dict"][k], v) for k, v in original["state_dict"].items())
-
-    assert any(same(d) for d in best_epochs)

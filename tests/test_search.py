@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
@@ -14,7 +13,7 @@ from mmengine.config import Config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from helpers import write_tiny_config
+from helpers import assert_checkpoint_is_from, read_results, write_tiny_config
 from raytune_ft import SearchConfig, run_search
 from raytune_ft.mmconfig.hparams import find_scheduler
 from raytune_ft.cli.search import main as search_main
@@ -37,11 +36,6 @@ def tiny_search(tmp_path, tiny_data, tiny_pretrained):
     return cfg, space, tmp_path / "exp"
 
 
-def read_rows(exp: Path) -> list[dict]:
-    with open(exp / "results.csv") as f:
-        return list(csv.DictReader(f))
-
-
 def test_search_outputs_agree_and_best_config_retrains(ray_session, tiny_search, monkeypatch):
     """Through the Python API, with both experiment trackers on (W&B offline)."""
     cfg, space, storage = tiny_search
@@ -53,7 +47,7 @@ def test_search_outputs_agree_and_best_config_retrains(ray_session, tiny_search,
     assert result.best_config == str(storage / "s3" / "best_config.py")
     assert len(result.rows) == 2 and result.config.num_samples == 2
     exp = storage / "s3"
-    rows = read_rows(exp)
+    rows = read_results(exp)
     with open(exp / "results.csv") as f:
         header = next(csv.reader(f))
     assert len(header) == len(set(header)), header  # every column name once
@@ -81,25 +75,10 @@ def test_search_outputs_agree_and_best_config_retrains(ray_session, tiny_search,
     assert find_scheduler(best_cfg, "MultiStepLR").milestones == hp["milestones"]
     assert "_base_" not in (exp / "best_config.py").read_text()
     # best_checkpoint.pth is, tensor for tensor, a kept checkpoint of the best trial from an
-    # epoch that scored its best value (the tiny model may tie across epochs)
-    import torch
-
-    from helpers import read_metrics
-
-    trial_dir = exp / "trials" / f"trial_{summary['best_trial']}"
-    value = {m["epoch"]: m["coco/bbox_mAP"] for m in read_metrics(str(trial_dir))}
-    best_epochs = [d for d in trial_dir.glob("checkpoint_*") if d.is_dir() and value[
-        json.loads((d / "meta.json").read_text())["epoch"]] == pytest.approx(
-            summary["best_metric"], abs=1e-4)]
-    assert best_epochs, list(trial_dir.glob("checkpoint_*"))
-    exported = torch.load(exp / "best_checkpoint.pth", map_location="cpu", weights_only=False)
-
-    def same(path) -> bool:
-        original = torch.load(path / "checkpoint.pth", map_location="cpu", weights_only=False)
-        return exported["state_dict"].keys() == original["state_dict"].keys() and all(
-            torch.equal(exported["state_dict"][k], v) for k, v in original["state_dict"].items())
-
-    assert any(same(d) for d in best_epochs)
+    # epoch that scored its best value
+    assert_checkpoint_is_from(exp / "best_checkpoint.pth",
+                              exp / "trials" / f"trial_{summary['best_trial']}",
+                              summary["best_metric"])
     # and best_config.py retrains as it is: its own schedule, lr and classes
     from raytune_ft import TrainConfig, run_train
 
@@ -149,7 +128,7 @@ def test_asha_stops_a_bad_trial_and_divergence_gets_a_finite_value(ray_session, 
                       "--scheduler", "progress-asha"])
     assert rc == 0
     exp = storage / "asha"
-    rows = read_rows(exp)
+    rows = read_results(exp)
     assert [float(r["lr"]) for r in rows] == pytest.approx([0.01, 1e-7, 20.0])
     good, slow, diverged = rows
     assert good["status"] == "finished"
@@ -176,7 +155,7 @@ def test_step_probe_scores_trials_before_their_step_and_optuna_learns_probe_valu
                       "--confirm", "0", "--scheduler", "step-probe"])
     assert rc == 0
     exp = storage / "probe"
-    rows = read_rows(exp)
+    rows = read_results(exp)
     trial0 = rows[0]  # the recipe: 3 epochs, LR step after epoch 2; rungs at 1/3, 2/3
     epochs = [json.loads(line) for line in
               (exp / "trials" / f"trial_{trial0['trial_id']}" / "metrics.jsonl").open()]

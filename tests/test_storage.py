@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import write_tiny_config
+from helpers import free_port, write_tiny_config
 from raytune_ft.errors import UserError
 from raytune_ft.storage import ExperimentStorage, Storage
 
@@ -29,12 +28,6 @@ params:
   lr:         {type: loguniform, low: 1.0e-3, high: 2.0e-2}
   max_epochs: {type: choice, values: [3]}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -228,6 +228,7 @@ def check_points(points, space: SearchSpace) -> list[dict[str, Any]]:
                             f"'{space.source}' does not search ({sorted(space.params)}).")
     return [dict(p) for p in points]
 
+
 def check_points_in_space(points: list[dict[str, Any]], space: SearchSpace,
                           searcher: str) -> None:
     """Trial 0 (the recipe) and the --points run as given even where they lie outside the
