@@ -1,6 +1,6 @@
 """Load mmengine checkpoints under torch's `weights_only=True` default, narrowly.
 
-mmengine 0.10.7 pickles a few of its own and numpy's objects into every checkpoint it writes
+mmengine pickles a few of its own and numpy's objects into every checkpoint it writes
 (message-hub history buffers, numpy scalars/arrays in `meta`). torch >= 2.6 refuses them by
 default, which breaks `resume`. We allow exactly those globals, once per process, instead of
 turning the safety off for every file a user points at.
@@ -10,6 +10,10 @@ One of them cannot be allowed safely: `HistoryBuffer.__getstate__` stores its st
 would let a crafted file reach any attribute of the allowed classes. So checkpoints written by
 raytune_ft's processes leave out the four default statistics (mmengine re-creates them in
 `__setstate__` anyway); custom ones registered by a user are still stored.
+
+mmengine >= 0.10.8 loads inside `torch.serialization.safe_globals(...)`, whose exit *removes*
+the globals it listed, ours among them (numpy's). So the allow-list is added again on every call,
+right before each of our own `weights_only` loads; only the `__getstate__` patch is once.
 """
 
 from __future__ import annotations
@@ -42,11 +46,17 @@ def _history_buffer_getstate(self) -> dict:
 
 
 @functools.cache
-def allow_mmengine_checkpoints() -> None:
-    """Allow-list mmengine's checkpoint globals for `torch.load(weights_only=True)` and make
-    this process write checkpoints that need nothing more."""
-    import torch
+def _write_checkpoints_without_getattr() -> None:
     from mmengine.logging import HistoryBuffer
 
     HistoryBuffer.__getstate__ = _history_buffer_getstate
+
+
+def allow_mmengine_checkpoints() -> None:
+    """Allow-list mmengine's checkpoint globals for `torch.load(weights_only=True)` (again:
+    mmengine's own loads remove them) and make this process write checkpoints that need
+    nothing more."""
+    import torch
+
+    _write_checkpoints_without_getattr()
     torch.serialization.add_safe_globals(mmengine_checkpoint_globals())

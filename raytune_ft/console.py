@@ -1,7 +1,7 @@
 """What a person sees: known noise silenced in one place, everything else kept in log files.
 
-Default output of `train` and `search`: the preflight line, Ray Tune's trial table (search),
-one line per trial epoch, the final table and paths. Worker output that is only noise on a
+Default output of `train` and `search`: the preflight line, one line per trial epoch, a
+progress line (search), the final table and paths. Worker output that is only noise on a
 console goes to files instead: mmengine's INFO log (config, hooks, iteration lines) to
 `<trial>/mmengine/<time>/<time>.log`, what libraries print (pycocotools' AP tables) to
 `<trial>/mmengine/stdout.log`. `--verbose` shows all of it again. Only warnings named in
@@ -10,9 +10,13 @@ KNOWN_NOISE are silenced, never errors.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.abc
+import io
 import logging
 import math
 import os
+import sys
 import warnings
 from collections.abc import Sequence
 
@@ -26,7 +30,12 @@ KNOWN_NOISE = (
     # Optuna on a fixed point (trial 0, --points) outside the space: preflight says it in
     # raytune_ft's own line (pipeline/plan.check_points_in_space)
     "Fixed parameter ",
+    # mmdet 3.5 (onedl) on import of its optional faster COCO metric; raytune_ft uses CocoMetric
+    "faster_coco_eval is not installed",
 )
+# Lines printed (not warned) at import: onedl-mmdetection's mmdet.datasets tries OneDL's own
+# data SDK and, without it, says so through mmengine's print_log, which prints whatever the level.
+KNOWN_IMPORT_PRINTS = {"mmdet.datasets": ("Could not import OneDL. Skipping OneDL datasets.",)}
 # mmengine log records (not Python warnings) that every checkpoint load repeats.
 KNOWN_LOG_NOISE = (
     '"FileClient" will be deprecated in future',
@@ -36,9 +45,43 @@ KNOWN_LOG_NOISE = (
 RAY_REPORT_LOGGER = "ray.train.v2._internal.execution.context"
 
 
+class _QuietImports(importlib.abc.MetaPathFinder):
+    """Imports the modules of KNOWN_IMPORT_PRINTS with those lines held back (every other line
+    they print still reaches stdout). Lazy: nothing is imported until the program imports it."""
+
+    def find_spec(self, name, path, target=None):  # noqa: ANN001, ANN201 - importlib's protocol
+        if name not in KNOWN_IMPORT_PRINTS:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None and spec.loader is not None:
+                break
+        else:
+            return None
+        known, exec_module = KNOWN_IMPORT_PRINTS[name], spec.loader.exec_module
+
+        def exec_quietly(module) -> None:  # noqa: ANN001
+            buffer = io.StringIO()
+            try:
+                with contextlib.redirect_stdout(buffer):
+                    exec_module(module)
+            finally:
+                for line in buffer.getvalue().splitlines(keepends=True):
+                    if line.strip() not in known:
+                        sys.stdout.write(line)
+
+        spec.loader.exec_module = exec_quietly
+        return spec
+
+
 def silence_known_noise() -> None:
     """In this process and, through PYTHONWARNINGS, in the Ray workers it starts."""
     import re
+
+    if not any(isinstance(finder, _QuietImports) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _QuietImports())
 
     for prefix in KNOWN_NOISE:
         warnings.filterwarnings("ignore", message=re.escape(prefix), category=UserWarning)

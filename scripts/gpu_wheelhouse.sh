@@ -5,8 +5,10 @@
 # The GPU machine (see /work/.library/device/KINDS.md) already has torch 2.11+cu130,
 # torchvision, numpy, scipy, matplotlib, pyyaml, rich, grpcio, aiohttp, pandas, psutil,
 # protobuf, requests, tensorboard, opencv-python-headless, ...: only what is missing travels,
-# each pinned to what pyproject.toml / setup.sh install here. mmcv travels as its sdist: its CUDA
-# ops are built there, for that GPU's arch only (scripts/gpu_check.sh).
+# each pinned to what pyproject.toml / setup.sh install here. onedl-mmcv travels as its sdist: its
+# CUDA ops are built there, for that GPU's arch only (scripts/gpu_check.sh). onedl-mmdetection is
+# only an sdist on PyPI: it is built here into a pure-Python wheel (configs included); its `imaug`
+# requirement (scikit-image, ...) is left out: nothing mmdet imports on our path needs it.
 #
 # Ray's wheel is 79 MB, 32 MB of it ray/jars/ (Java workers, never loaded by a Python-only
 # cluster): it is repacked without them (and their RECORD lines), which keeps it an installable
@@ -26,7 +28,7 @@ binary() {
 }
 # The stack (pins as in pyproject.toml / scripts/setup.sh) and what it needs that the GPU
 # machine lacks.
-binary "ray==2.60.0" "mmengine==0.10.7" "mmdet==3.3.0" "optuna==5.1.0" "pycocotools==2.0.10" \
+binary "ray==2.60.0" "onedl-mmengine==0.10.12" "optuna==5.1.0" "pycocotools==2.0.10" \
   "tensorboardX==2.6.4" "addict==2.4.0" "yapf==0.43.0" "termcolor==3.1.0" \
   "terminaltables==3.1.10" "shapely==2.1.2" "colorlog==6.10.1" "alembic==1.17.2" \
   "sqlalchemy==2.0.44" "mako==1.3.10" "jsonschema==4.25.1" \
@@ -43,7 +45,10 @@ binary "ray==2.60.0" "mmengine==0.10.7" "mmdet==3.3.0" "optuna==5.1.0" "pycocoto
 # pip's metadata step runs mmcv's setup.py, which imports torch and pkg_resources: use the
 # project's venv (scripts/setup.sh), not an isolated build env.
 "${VENV:-.venv}/bin/python" -m pip download -q --disable-pip-version-check --no-deps \
-  --no-binary=:all: --no-build-isolation -d "$OUT" "mmcv==2.1.0"
+  --no-binary=:all: --no-build-isolation -d "$OUT" "onedl-mmcv==2.3.6"
+ls "$OUT"/onedl_mmdetection-3.5.1-*.whl >/dev/null 2>&1 || \
+  "${VENV:-.venv}/bin/python" -m pip wheel -q --disable-pip-version-check --no-deps \
+    --no-build-isolation -w "$OUT" "onedl-mmdetection==3.5.1"
 # Ray without its Java jar.
 ray_whl=$(ls "$OUT"/ray-2.60.0-*.whl)
 "$PY" - "$ray_whl" <<'EOF'

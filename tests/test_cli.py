@@ -28,6 +28,23 @@ def test_doctor_passes_on_the_installed_stack():
         assert name in proc.stdout
 
 
+def test_mmdets_onedl_import_lines_are_held_back():
+    """onedl-mmdetection prints "Could not import OneDL ..." twice when mmdet.datasets is
+    imported (mmengine's print_log prints whatever the level): a user's console never shows it,
+    and what else a module prints at import still comes through."""
+    code = ("from raytune_ft.console import silence_known_noise\n"
+            "silence_known_noise()\n"
+            "import mmdet.datasets\n"
+            "print('after import')\n")
+    plain = subprocess.run([sys.executable, "-c", "import mmdet.datasets"], capture_output=True,
+                           text=True, timeout=120)
+    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=120)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "Could not import OneDL" in plain.stdout  # the line exists without the filter
+    assert quiet.stdout == "after import\n"
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--config", "configs/nope.py"], "configs/nope.py"),
     (["--hparams", "{lr: 1}"], "--hparams is not valid JSON"),

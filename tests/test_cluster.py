@@ -87,7 +87,7 @@ def test_broken_cluster_yaml_is_rejected(edit, error, message):
 def test_dockerfile_pins_match_pyproject():
     docker = (REPO / "docker" / "Dockerfile").read_text()
     pyproject = (REPO / "pyproject.toml").read_text()
-    for package in ("mmcv", "mmengine", "mmdet"):
+    for package in ("onedl-mmcv", "onedl-mmengine", "onedl-mmdetection"):
         pinned = re.search(rf'"{package}==([\d.]+)"', pyproject).group(1)
         assert f"{package}=={pinned}" in docker, package
     ray_pin = re.search(r'ray\[[^\]]+\]==([\d.]+)', pyproject).group(1)
@@ -95,6 +95,9 @@ def test_dockerfile_pins_match_pyproject():
     torch_max = re.search(r'"torch>=[\d.]+,<([\d.]+)"', pyproject).group(1)
     torch_in_docker = re.search(r"torch==([\d.]+)", docker).group(1)
     assert tuple(map(int, torch_in_docker.split("."))) < tuple(map(int, torch_max.split(".")))
+    python_in_docker = re.search(r"python(3\.\d+) -m venv", docker).group(1)
+    supported = re.findall(r"Programming Language :: Python :: (3\.\d+)", pyproject)
+    assert python_in_docker in supported, (python_in_docker, supported)
 
 
 @pytest.fixture()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -116,7 +117,7 @@ def test_train_config_checks():
 
 
 def test_console_script_dispatches():
-    exe = REPO / ".venv" / "bin" / "raytune-ft"
+    exe = Path(sys.executable).parent / "raytune-ft"  # the console script of the running venv
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "raytune_ft.cli"]
     listing = subprocess.run(cmd + ["--help"], capture_output=True, text=True, timeout=60)
     assert listing.returncode == 0 and "search" in listing.stdout and "train" in listing.stdout

@@ -29,23 +29,38 @@ def _version(dist: str) -> str | None:
         return None
 
 
+# The OpenMMLab packages by import name: the distributions raytune_ft installs (OneDL's maintained
+# successors) and the original ones, which provide the same modules and must not sit beside them.
+OPENMMLAB = {"mmcv": ("onedl-mmcv", "mmcv"), "mmengine": ("onedl-mmengine", "mmengine"),
+             "mmdet": ("onedl-mmdetection", "mmdet")}
+REBUILD_MMCV = ("MMCV_WITH_OPS=1 pip install --no-build-isolation --force-reinstall "
+                "--no-deps onedl-mmcv==2.3.6")
+
+
 def check_stack() -> tuple[dict[str, str | None], list[Finding]]:
     versions = {name: _version(name) for name in
-                ("torch", "mmcv", "mmengine", "mmdet", "ray", "optuna", "tensorboard",
-                 "setuptools", "pycocotools")}
-    versions["python"] = platform.python_version()
+                ("torch", "ray", "optuna", "tensorboard", "setuptools", "pycocotools")}
     findings: list[Finding] = []
+    for module, (successor, original) in OPENMMLAB.items():
+        ours, theirs = _version(successor), _version(original)
+        versions[module] = f"{ours} ({successor})" if ours else theirs
+        if ours and theirs:
+            findings.append(Finding(False, f"{successor} {ours} and {original} {theirs} are both "
+                                           f"installed (both provide the `{module}` module)",
+                                    f"pip uninstall -y {original}, then run scripts/setup.sh"))
+        elif theirs:
+            findings.append(Finding(False, f"{original} {theirs} is installed, not {successor}",
+                                    "raytune_ft runs on OneDL's maintained successors (README "
+                                    "\"Set-up\"): run scripts/setup.sh, which replaces it"))
+    versions["python"] = platform.python_version()
     for name in ("torch", "mmcv", "mmengine", "mmdet", "ray", "optuna"):
         if versions[name] is None:
             findings.append(Finding(False, f"{name} is not installed",
                                     "run scripts/setup.sh (or `make setup`)"))
     mmcv, mmdet, torch_v = versions["mmcv"], versions["mmdet"], versions["torch"]
-    if mmcv and mmdet and Version(mmdet) < Version("3.4") and Version(mmcv) >= Version("2.2.0"):
-        findings.append(Finding(False, f"mmcv {mmcv} with mmdet {mmdet}",
-                                "mmdet 3.3 asserts mmcv < 2.2.0 at import; install mmcv==2.1.0"))
-    if torch_v and mmcv and Version(torch_v).release >= (2, 14) and Version(mmcv) < Version("2.2"):
-        findings.append(Finding(False, f"torch {torch_v} with mmcv {mmcv}",
-                                "mmcv 2.1.0 builds with -std=c++17 but torch >= 2.14 headers need "
+    if torch_v and Version(torch_v).release >= (2, 14):
+        findings.append(Finding(False, f"torch {torch_v}",
+                                "mmcv's build forces -std=c++17 but torch >= 2.14 headers need "
                                 "C++20: use torch 2.13.0 (scripts/setup.sh pins it)"))
     try:
         with warnings.catch_warnings():
@@ -78,8 +93,7 @@ def check_stack() -> tuple[dict[str, str | None], list[Finding]]:
             findings.append(Finding(True, "mmcv compiled ops load (nms ran)"))
         except Exception as err:  # noqa: BLE001 - any failure here means the ops are unusable
             findings.append(Finding(False, f"mmcv compiled ops do not load: {err}",
-                                    "rebuild: MMCV_WITH_OPS=1 pip install --no-build-isolation "
-                                    "--force-reinstall mmcv==2.1.0"))
+                                    f"rebuild: {REBUILD_MMCV}"))
     if mmcv is not None and not any(not f.ok and "mmcv" in f.what for f in findings):
         findings.extend(check_cuda())
     if mmdet is not None and not any(not f.ok and "mmcv" in f.what for f in findings):
@@ -113,8 +127,7 @@ def check_cuda() -> list[Finding]:
             torch.version.cuda).split(".")[0]:
         findings.append(Finding(False, f"mmcv ops built for CUDA {built}, torch uses CUDA "
                                        f"{torch.version.cuda}",
-                                "rebuild mmcv on this image: FORCE_CUDA=1 MMCV_WITH_OPS=1 pip "
-                                "install --no-build-isolation --force-reinstall mmcv==2.1.0"))
+                                f"rebuild mmcv on this image: FORCE_CUDA=1 {REBUILD_MMCV}"))
     try:
         from mmcv.ops import nms, roi_align
 
@@ -131,8 +144,7 @@ def check_cuda() -> list[Finding]:
         findings.append(Finding(False, f"mmcv CUDA ops fail on {name} (sm_{major}{minor}): "
                                        f"{str(err).splitlines()[0][:200]}",
                                 f"rebuild mmcv with TORCH_CUDA_ARCH_LIST including "
-                                f"{major}.{minor}: FORCE_CUDA=1 MMCV_WITH_OPS=1 pip install "
-                                "--no-build-isolation --force-reinstall mmcv==2.1.0"))
+                                f"{major}.{minor}: FORCE_CUDA=1 {REBUILD_MMCV}"))
     return findings
 
 
