@@ -37,6 +37,7 @@ from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
 sys.path.insert(0, str(REPO))
 
 from raytune_ft.pipeline.replay import CurveTable, Design, replay, summarize  # noqa: E402
@@ -83,6 +84,13 @@ CLUSTER = {"slots": 4, "budget": 80.0, "what": "Cityscapes-like, 4 x 8-GPU, 5 h 
 RECIPE = {"lr": 0.02, "max_epochs": 6, "step_frac": 4 / 6}  # configs/demo: lr 0.02, step 4 of 6
 RECIPE_KEY = (0.02, 6, 4)
 CONCURRENCY = (1, 4, 8)
+
+
+def shown(path: Path) -> str:
+    """A path as the committed outputs print it: relative to the repository when inside it
+    (no machine's absolute path in bench/curves/*.txt)."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else str(path)
 
 
 def table_space(path: Path, table: CurveTable) -> SearchSpace:
@@ -243,7 +251,8 @@ def predict(design: Design, table: CurveTable, space: SearchSpace, seeds: range,
         for run in run_design(design, table, space, float(budget), seeds):
             by_trials.setdefault(len(run.trials), []).append(run)
     out = {"made_by": "bench/replay.py --predict", "design": repr(design),
-           "table": table.source, "seeds_per_config": len(table.seeds), "by_trials": {}}
+           "table": shown(Path(table.source)), "seeds_per_config": len(table.seeds),
+           "by_trials": {}}
     for n, runs in sorted(by_trials.items()):
         if len(runs) < 20:
             continue  # too few replays ended with exactly n trials to say anything
@@ -279,7 +288,7 @@ def predict(design: Design, table: CurveTable, space: SearchSpace, seeds: range,
               f"{p['median_true_quality']:.4f} ({p['replays']} replays)")
     path = REPO / "bench" / "curves" / "demo_predictions.json"
     path.write_text(json.dumps(out, indent=1))
-    print(f"wrote {path} (epoch = {table.epoch_seconds:.1f} s here)")
+    print(f"wrote {shown(path)} (epoch = {table.epoch_seconds:.1f} s here)")
 
 
 def main() -> None:
@@ -394,7 +403,7 @@ def main() -> None:
                       f"{v['p_beats_recipe']:.2f}, wall {v['wall_clock']:.1f}"
                       for k, v in concurrency.items()))
     if png is not None:
-        print(f"\nPNG: {png}")
+        print(f"\nPNG: {shown(Path(png))}")
     print(f"({time.time() - started:.0f}s)")
 
 
