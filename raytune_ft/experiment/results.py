@@ -148,8 +148,8 @@ def write_results(rows: list[TrialRow], job: SearchJob, confirmation=None,
     """Write results.csv, trials.json, summary.json, best_config.py and best_checkpoint.pth into
     the experiment (its folder, or the staging mirror published to its URI); return the summary.
 
-    With a `confirmation` (raytune_ft.pipeline.confirm.Confirmation) its runs are extra rows, the summary
-    gains its statistics, and best_config.py / best_checkpoint.pth follow its winner. `test`
+    With a `confirmation` (raytune_ft.experiment.confirmation.Confirmation) its runs are extra
+    rows, the summary gains its statistics, and best_config.py / best_checkpoint.pth follow its winner. `test`
     (raytune_ft.pipeline.testscore.test_score) adds the held-out test scores, or the note why there are
     none.
     """

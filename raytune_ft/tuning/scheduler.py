@@ -13,7 +13,7 @@ against one that has stepped stops the eventual winner. The rule here:
 `StepFairASHA` is Ray Tune's own `AsyncHyperBandScheduler` (rungs at `grace x rf^k` of each
 trial's own schedule, `time_attr="progress"`) fed with that value; `ranked_value` is the one
 definition the searcher (`raytune_ft.tuning.searcher`) and the replay benchmark use too. With
-`probe=False` it is candidate (c) of the design: rungs only count after each trial's step.
+`probe=False` it is `--scheduler step-after`: rungs only count after each trial's step.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The one place a Tune run is opened: a new `tune.Tuner`, or `Tuner.restore` of the same
-experiment's saved state (the search's `--resume`, a confirmation finishing its runs), and what
-each Tune trial reserves for itself.
+"""Opening a Tune run, for the pipeline's search and confirmation: a new `tune.Tuner`, or
+`Tuner.restore` of the same experiment's saved state (the search's `--resume`, a confirmation
+finishing its runs), and what each Tune trial reserves for itself.
 """
 
 from __future__ import annotations
