@@ -37,7 +37,6 @@ from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-
 sys.path.insert(0, str(REPO))
 
 from raytune_ft.pipeline.replay import CurveTable, Design, replay, summarize  # noqa: E402
@@ -86,7 +85,7 @@ RECIPE_KEY = (0.02, 6, 4)
 CONCURRENCY = (1, 4, 8)
 
 
-def shown(path: Path) -> str:
+def shown(path: str | Path) -> str:
     """A path as the committed outputs print it: relative to the repository when inside it
     (no machine's absolute path in bench/curves/*.txt)."""
     resolved = Path(path).resolve()
@@ -251,7 +250,7 @@ def predict(design: Design, table: CurveTable, space: SearchSpace, seeds: range,
         for run in run_design(design, table, space, float(budget), seeds):
             by_trials.setdefault(len(run.trials), []).append(run)
     out = {"made_by": "bench/replay.py --predict", "design": repr(design),
-           "table": shown(Path(table.source)), "seeds_per_config": len(table.seeds),
+           "table": shown(table.source), "seeds_per_config": len(table.seeds),
            "by_trials": {}}
     for n, runs in sorted(by_trials.items()):
         if len(runs) < 20:
@@ -403,7 +402,7 @@ def main() -> None:
                       f"{v['p_beats_recipe']:.2f}, wall {v['wall_clock']:.1f}"
                       for k, v in concurrency.items()))
     if png is not None:
-        print(f"\nPNG: {shown(Path(png))}")
+        print(f"\nPNG: {shown(png)}")
     print(f"({time.time() - started:.0f}s)")
 
 

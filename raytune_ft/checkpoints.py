@@ -2,8 +2,8 @@
 
 mmengine pickles a few of its own and numpy's objects into every checkpoint it writes
 (message-hub history buffers, numpy scalars/arrays in `meta`). torch >= 2.6 refuses them by
-default, which breaks `resume`. We allow exactly those globals, once per process, instead of
-turning the safety off for every file a user points at.
+default, which breaks `resume`. We allow exactly those globals instead of turning the safety
+off for every file a user points at.
 
 One of them cannot be allowed safely: `HistoryBuffer.__getstate__` stores its statistics
 *functions*, which pickle as `builtins.getattr(HistoryBuffer, 'min')`, and allowing `getattr`

@@ -43,6 +43,12 @@ def test_mmdets_onedl_import_lines_are_held_back():
     assert quiet.returncode == 0, quiet.stderr
     assert "Could not import OneDL" in plain.stdout  # the line exists without the filter
     assert quiet.stdout == "after import\n"
+    # only the listed lines are held back: with none listed, the module's prints come through
+    unlisted = subprocess.run([sys.executable, "-c", "import raytune_ft.console as c\n"
+                               "c.KNOWN_IMPORT_PRINTS['mmdet.datasets'] = ()\n" + code],
+                              capture_output=True, text=True, timeout=120)
+    assert unlisted.returncode == 0, unlisted.stderr
+    assert unlisted.stdout == plain.stdout + "after import\n"
 
 
 @pytest.mark.parametrize("args, needle", [
