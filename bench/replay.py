@@ -12,7 +12,7 @@ default 10 start-up trials), `asha_progress_now` (the old rule with today's sear
 so they differ only in how they search. Trial 0 is the recipe. `--designs` picks others (the
 variants the defaults were chosen from: `--list`).
 
-Scores (`raytune_ft.pipeline.replay.summarize`): the *true quality* of the config the pipeline returns
+Scores (`raytune_ft.simulate.summarize`): the *true quality* of the config the pipeline returns
 (its mean over the table's seeds), its ratio to the best config's true mean, `p_beats_recipe`,
 wall-clock (epochs of one slot) until the incumbent is within 95% of the best true mean and
 until the pipeline ends; and the seen values the first replay reported (best value seen, epochs
@@ -39,36 +39,38 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from raytune_ft.pipeline.replay import CurveTable, Design, replay, summarize  # noqa: E402
+from raytune_ft.simulate import CurveTable, Design, replay, summarize  # noqa: E402
 from raytune_ft.tuning.space import SearchSpace, load_space  # noqa: E402
 
 DESIGNS = [
-    Design("default"),
-    Design("step_probe", "step-probe"),  # the default before the seeded replay
-    # the rule as shipped before step-fairness: raw values at 0.34/0.68, Ray's stock
-    # OptunaSearch (truncated values told COMPLETE), Optuna's default 10 start-up trials
-    Design("asha_progress", "progress-asha", grace=0.34, stock_optuna=True, n_startup_trials=10),
-    Design("asha_progress_now", "progress-asha", grace=0.34),  # --scheduler progress-asha
-    Design("random_fifo", "fifo", "random"),
-    Design("tpe_fifo", "fifo", "tpe"),
+    Design.of("default"),
+    Design.of("step_probe", scheduler="step-probe"),  # the default before the seeded replay
+    # the rule as shipped before step-fairness: raw values at 0.34/0.68 (progress-asha's own
+    # grace), Ray's stock OptunaSearch (truncated values told COMPLETE), Optuna's default 10
+    # start-up trials
+    Design.of("asha_progress", scheduler="progress-asha", stock_optuna=True, startup_trials=10),
+    Design.of("asha_progress_now", scheduler="progress-asha"),  # --scheduler progress-asha
+    Design.of("random_fifo", scheduler="fifo", searcher="random"),
+    Design.of("tpe_fifo", scheduler="fifo", searcher="tpe"),
 ]
 # How the defaults were chosen (`--designs NAME ...`); not in the main table.
 VARIANTS = [
-    *[Design(f"default_startup{n}", n_startup_trials=n) for n in (2, 5, 10)],
-    Design("tpe_noliar", constant_liar=False),
-    Design("tpe_multivariate", multivariate=True),
-    Design("tpe_multivariate_noliar", multivariate=True, constant_liar=False),
-    Design("default_startup_running", startup_counts_running=True),
-    Design("gp", searcher="gp"),
-    Design("random_after", searcher="random"),
-    Design("confirm1_seeds2", confirm=1, confirm_seeds=2),  # the default before the replay
-    Design("confirm1_seeds1", confirm=1, confirm_seeds=1),
-    Design("confirm2_seeds1", confirm=2, confirm_seeds=1),
-    Design("confirm2_seeds2", confirm=2, confirm_seeds=2),
-    Design("step_probe_confirm1_seeds2", "step-probe", confirm=1, confirm_seeds=2),
-    Design("random_fifo_confirm1_seeds2", "fifo", "random", confirm=1, confirm_seeds=2),
-    Design("tpe_fifo_confirm1_seeds2", "fifo", "tpe", confirm=1, confirm_seeds=2),
-    *[Design(f"default_grace{g:g}", grace=g) for g in (0.25, 0.5)],
+    *[Design.of(f"default_startup{n}", startup_trials=n) for n in (2, 5, 10)],
+    Design.of("tpe_noliar", constant_liar=False),
+    Design.of("tpe_multivariate", multivariate=True),
+    Design.of("tpe_multivariate_noliar", multivariate=True, constant_liar=False),
+    Design.of("default_startup_running", startup_counts_running=True),
+    Design.of("gp", searcher="gp"),
+    Design.of("random_after", searcher="random"),
+    Design.of("confirm1_seeds2", confirm=1, seeds=2),  # the default before the replay
+    Design.of("confirm1_seeds1", confirm=1, seeds=1),
+    Design.of("confirm2_seeds1", confirm=2, seeds=1),
+    Design.of("confirm2_seeds2", confirm=2, seeds=2),
+    Design.of("step_probe_confirm1_seeds2", scheduler="step-probe", confirm=1, seeds=2),
+    Design.of("random_fifo_confirm1_seeds2", scheduler="fifo", searcher="random", confirm=1,
+              seeds=2),
+    Design.of("tpe_fifo_confirm1_seeds2", scheduler="fifo", searcher="tpe", confirm=1, seeds=2),
+    *[Design.of(f"default_grace{g:g}", grace=g) for g in (0.25, 0.5)],
 ]
 # What a replay predicts for real budgets (`--predict`). The demo: its default --time-budget at
 # this table's measured epoch time, and on a machine twice as slow (as a fresh CI machine was).
@@ -249,7 +251,7 @@ def predict(design: Design, table: CurveTable, space: SearchSpace, seeds: range,
     for budget in range(15, 151, 15):
         for run in run_design(design, table, space, float(budget), seeds):
             by_trials.setdefault(len(run.trials), []).append(run)
-    out = {"made_by": "bench/replay.py --predict", "design": repr(design),
+    out = {"made_by": "bench/replay.py --predict", "design": design.describe(),
            "table": shown(table.source), "seeds_per_config": len(table.seeds),
            "by_trials": {}}
     for n, runs in sorted(by_trials.items()):
@@ -330,13 +332,13 @@ def main() -> None:
     every = {d.name: d for d in DESIGNS + VARIANTS}
     if args.list:
         for d in every.values():
-            print(d)
+            print(d.describe())
         return
     unknown = [n for n in args.designs if n not in every]
     if unknown:
         sys.exit(f"unknown design(s) {unknown}; --list shows them")
     if args.no_confirm:
-        every = {n: replace(d, confirm=0) for n, d in every.items()}
+        every = {n: d.with_options(confirm=0) for n, d in every.items()}
     table = CurveTable.from_json(*args.table)
     if not args.no_confirm:
         table.require_seeds(3, "judging what the pipeline returns (a trial's seed plus 2 fresh "

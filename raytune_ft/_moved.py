@@ -40,7 +40,8 @@ MOVED: dict[str, str] = {
     "raytune_ft.preflight": "raytune_ft.mmconfig.preflight",
     # the experiment record, the pipeline, data
     "raytune_ft.results": "raytune_ft.experiment.results",
-    "raytune_ft.replay": "raytune_ft.pipeline.replay",
+    # moved later: the time budget's policy (pickled with the searcher into tuner.pkl)
+    "raytune_ft.budget": "raytune_ft.tuning.budget",
     "raytune_ft.testscore": "raytune_ft.pipeline.testscore",
     "raytune_ft.demo": "raytune_ft.data.demo",
     "raytune_ft.weights": "raytune_ft.data.weights",

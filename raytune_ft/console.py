@@ -120,11 +120,13 @@ def say(line: str) -> None:
 
 def epoch_line(name: str, report: dict, metric: str | None) -> str:
     """`trial_x  epoch 3/6  coco/bbox_mAP 0.0340  loss 0.912  lr 2.00e-02  2.9 it/s  ETA 31s`"""
-    epoch, total = int(report.get("epoch", 0)), int(report.get("max_epochs", 0))
+    from raytune_ft.epoch_report import epoch_of, is_diverged, max_epochs_of, probe_key
+
+    epoch, total = epoch_of(report), max_epochs_of(report)
     parts = [f"[raytune_ft] {name}  epoch {epoch}/{total}"]
     if metric and isinstance(report.get(metric), (int, float)):
         parts.append(f"{metric} {report[metric]:.4f}")
-    probe = report.get(f"probe/{metric}")
+    probe = report.get(probe_key(metric)) if metric else None
     if isinstance(probe, (int, float)):
         parts.append(f"(LR-step probe {probe:.4f})")
     if isinstance(report.get("train_loss"), (int, float)):
@@ -137,7 +139,7 @@ def epoch_line(name: str, report: dict, metric: str | None) -> str:
     if started and at and epoch and total > epoch:
         per_epoch = (at - started) / max(1, epoch - int(report.get("start_epoch", 1)) + 1)
         parts.append(f"ETA {per_epoch * (total - epoch):.0f}s")
-    if report.get("diverged"):
+    if is_diverged(report):
         parts.append("DIVERGED (loss NaN/inf)")
     return "  ".join(parts)
 

@@ -67,6 +67,12 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def confirmation_runs(configs: int, seeds: int) -> int:
+    """Full-schedule runs a confirmation of `configs` configs makes: (configs + the recipe) x
+    seeds; 0 without a confirmation (what `--time-budget` reserves for it)."""
+    return (configs + 1) * seeds if configs else 0
+
+
 def _name(name: str) -> str:
     """How an error names a field: its flag and its API name."""
     return f"{flag(name)} ({name})"
@@ -111,7 +117,7 @@ class _Common:
 
     @property
     def resource_wait_s(self) -> float:
-        from raytune_ft.budget import parse_duration
+        from raytune_ft.durations import parse_duration
 
         return parse_duration(self.resource_wait, flag("resource_wait"))
 
@@ -131,7 +137,7 @@ class _Common:
         _one_of("placement", self.placement, PLACEMENTS)
         _at_least("max_failures", self.max_failures, 0)
         _at_least("max_preemptions", self.max_preemptions, -1)
-        from raytune_ft.budget import parse_duration
+        from raytune_ft.durations import parse_duration
 
         parse_duration(self.resource_wait, flag("resource_wait"))
         _check_gpus(self.gpus_per_worker, workers, flag(workers_field))
@@ -153,7 +159,7 @@ class SearchConfig(_Common):
     Example:
         >>> from raytune_ft import SearchConfig, run_search
         >>> result = run_search(SearchConfig(num_samples=4, storage_path="/tmp/exp"))  # doctest: +SKIP
-        >>> result.best_hparams, result.summary["best_metric"]  # doctest: +SKIP
+        >>> result.best_hparams, result.summary.best_metric  # doctest: +SKIP
     """
 
     space: str | None = field(default=None, metadata=_opt(
@@ -227,10 +233,10 @@ class SearchConfig(_Common):
             _at_least("num_samples", self.num_samples, 1)
         _at_least("max_concurrent", self.max_concurrent, 1)
         if self.time_budget is not None:
-            from raytune_ft.budget import parse_duration
+            from raytune_ft.durations import parse_duration
 
             parse_duration(self.time_budget, flag("time_budget"))
-            if self.searcher == "grid":
+            if self.is_grid:
                 raise UserError(f"{_name('time_budget')} decides when to stop starting trials; "
                                 "--searcher grid runs every point of its grid. Use --searcher "
                                 "tpe or random with a time budget.")
@@ -260,16 +266,30 @@ class SearchConfig(_Common):
 
     @property
     def time_budget_s(self) -> float | None:
-        from raytune_ft.budget import parse_duration
+        from raytune_ft.durations import parse_duration
 
         return None if self.time_budget is None else parse_duration(self.time_budget)
 
     @property
     def confirm_runs(self) -> int:
         """Full-schedule runs the confirmation makes: (K + recipe) x seeds (0 without one)."""
-        from raytune_ft.budget import confirmation_runs
-
         return confirmation_runs(self.confirm, self.seeds)
+
+    @property
+    def is_grid(self) -> bool:
+        """`--searcher grid`: every point of the grid once; no time budget, no extension."""
+        return self.searcher == "grid"
+
+    @property
+    def uses_optuna(self) -> bool:
+        """TPE or random: an Optuna study in optuna.db (a grid's generator is Tune's own)."""
+        return self.searcher in ("tpe", "random")
+
+    def tune_num_samples(self, fixed_points: int, trials: int) -> int:
+        """Tune's `num_samples` for `trials` trials after `fixed_points` fixed points. Tune's
+        grid runs each fixed point once (each counts as one sample) and the whole grid once
+        per sample left: the points and the grid once each is `fixed_points + 1`."""
+        return fixed_points + 1 if self.is_grid else trials
 
     @property
     def resolved_grace(self) -> float:

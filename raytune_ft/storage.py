@@ -255,6 +255,7 @@ class ExperimentStorage:
         return f"trial_{trial_id}"
 
     def trial_path(self, trial_id: str) -> str:
+        """A trial's folder or URI (its records, checkpoints, mmengine logs, TensorBoard)."""
         return self.join(TRIALS_DIR, self.trial_name(trial_id))
 
     def trial_ids(self) -> list[str]:

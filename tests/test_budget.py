@@ -8,8 +8,9 @@ import json
 import pytest
 
 from raytune_ft import SearchConfig
-from raytune_ft.budget import TimeBudget, format_duration, parse_duration
+from raytune_ft.durations import format_duration, parse_duration
 from raytune_ft.errors import UserError
+from raytune_ft.tuning.budget import TimeBudget
 from raytune_ft.tuning.space import parse_space
 
 METRIC = "coco/bbox_mAP"

@@ -98,7 +98,7 @@ def test_a_lucky_single_run_loses_its_confirmation():
     assert conf.beats_recipe(solid)  # +0.030 and +0.031: the interval excludes 0
     lucky = next(c for c in conf.candidates if c.source_trial == "lucky")
     assert not conf.beats_recipe(lucky)  # +0.010 and +0.015... with 2 seeds t(1) is wide
-    data = conf.to_json()
+    data = conf.record().to_json()
     assert data["winner_trial"] == "solid" and data["winner_beats_recipe_beyond_noise"]
     assert data["candidates"][1]["values"] == {"1": 0.100, "2": 0.106}
 

@@ -1,6 +1,7 @@
-"""The package's layers: imports flow one way (cli -> pipeline -> experiment -> tuning ->
-engine -> mmconfig -> data -> foundations), `import raytune_ft` stays cheap, and the module
-paths of the flat package (pickled into older experiments) still import."""
+"""The package's layers: imports flow one way (simulate -> cli -> pipeline -> experiment ->
+tuning -> engine -> mmconfig -> data -> foundations), nothing in the package imports the
+replay (simulate/), `import raytune_ft` stays cheap, and the module paths of the flat package
+(pickled into older experiments) still import."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from helpers import REPO
 
 PACKAGE = REPO / "raytune_ft"
 # top to bottom; a module may import from its own layer or any layer below it
-LAYERS = ["entry", "cli", "pipeline", "experiment", "tuning", "engine", "mmconfig", "data",
+LAYERS = ["entry", "simulate", "cli", "pipeline", "experiment", "tuning", "engine", "mmconfig", "data",
           "foundations"]
 ENTRY = {"raytune_ft", "raytune_ft.search", "raytune_ft.train", "raytune_ft.confirm",
          "raytune_ft.report", "raytune_ft.doctor",
@@ -73,6 +74,14 @@ def test_imports_flow_one_way():
     assert not upward, "\n".join(upward)
 
 
+def test_nothing_in_the_package_imports_the_replay():
+    """simulate/ drives the product (bench/ and tests use it); the product never needs it."""
+    known = modules()
+    users = [m for m, path in known.items() if layer_of(m) != "simulate"
+             and any(layer_of(t) == "simulate" for t in imports_of(path, known))]
+    assert users == []
+
+
 def test_no_import_cycles():
     """Within a layer too (`../shared/tools/import_cycles.py raytune_ft` says the same)."""
     known = modules()
@@ -123,6 +132,8 @@ def test_the_old_flat_module_paths_import_the_moved_modules():
         "assert old is new, (old, new)\n"
         "searcher = pickle.loads(b'craytune_ft.searcher\\nStepFairOptunaSearch\\n.')\n"
         "assert searcher.__module__ == 'raytune_ft.tuning.searcher'\n"
+        "budget = pickle.loads(b'craytune_ft.budget\\nTimeBudget\\n.')\n"
+        "assert budget is importlib.import_module('raytune_ft.tuning.budget').TimeBudget\n"
         "for before, after in MOVED.items():\n"
         "    assert importlib.import_module(before) is importlib.import_module(after), before\n"
         "    assert importlib.import_module(after).__spec__.name == after\n"

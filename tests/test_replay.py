@@ -8,7 +8,7 @@ import json
 import pytest
 
 from raytune_ft.errors import UserError
-from raytune_ft.pipeline.replay import Curve, CurveTable, Design, replay, summarize
+from raytune_ft.simulate import Curve, CurveTable, Design, replay, summarize
 from test_scheduler import METRIC, SPACE  # 4 epochs, the LR step after epoch 3
 
 STEADY, LUCKY = 0.01, 0.04
@@ -24,7 +24,7 @@ def curve(lr: float, seed: int, final: float) -> Curve:
 TABLE = CurveTable.of([curve(STEADY, s, 0.12) for s in range(3)]
                       + [curve(LUCKY, s, v) for s, v in enumerate((0.20, 0.05, 0.05))],
                       start_cost=0.5, probe_cost=0.5, metric=METRIC)
-FIFO = Design("fifo", "fifo", "tpe", confirm=0)
+FIFO = Design.of("fifo", scheduler="fifo", searcher="tpe", confirm=0)
 
 
 def run_where_lucky_seed_was_seen(design: Design, budget: float = 9.0, slots: int = 1):
@@ -49,7 +49,7 @@ def test_true_quality_is_the_seed_mean_not_the_value_seen():
 
 
 def test_the_confirmation_replays_on_unseen_seeds_and_returns_the_steady_config():
-    design = Design("confirmed", "fifo", "tpe", confirm=1, confirm_seeds=2)
+    design = Design.of("confirmed", scheduler="fifo", searcher="tpe", confirm=1, seeds=2)
     budget = 2 * 4.5 + 4 * 4.5  # two search trials, then the 4 confirmation runs (reserved)
     run = run_where_lucky_seed_was_seen(design, budget)
     assert run.confirmed and run.returned == (STEADY, 4, 3)  # 0.05, 0.05 vs 0.12, 0.12
@@ -58,7 +58,7 @@ def test_the_confirmation_replays_on_unseen_seeds_and_returns_the_steady_config(
 
 
 def test_a_confirmation_that_no_longer_fits_is_skipped_as_live():
-    design = Design("confirmed", "fifo", "tpe", confirm=1, confirm_seeds=2)
+    design = Design.of("confirmed", scheduler="fifo", searcher="tpe", confirm=1, seeds=2)
     # two slots, 4.5 of wall-clock: the first wave (both trials) starts before any length is
     # known; then the 4 confirmation runs (2 waves, 9.0) no longer fit, even with the slack of
     # one average trial (4.5 + 9.0 > 4.5 + 4.5)
@@ -100,8 +100,8 @@ def test_a_table_without_seeds_for_the_confirmation_is_named(tmp_path):
     one_seed = CurveTable.of([curve(STEADY, 0, 0.1), curve(LUCKY, 0, 0.2)], metric=METRIC,
                              source="bench/curves/one_seed.json")
     with pytest.raises(UserError, match=r"one_seed\.json has 1 seed.*--seeds"):
-        replay(Design("d", "fifo", "tpe", confirm=1, confirm_seeds=2), one_seed, SPACE, 20.0,
-               seed=0, points=POINTS)
+        replay(Design.of("d", scheduler="fifo", searcher="tpe", confirm=1, seeds=2), one_seed,
+               SPACE, 20.0, seed=0, points=POINTS)
 
 
 def test_the_table_reads_every_seed_and_drops_a_seed_still_being_measured(tmp_path):

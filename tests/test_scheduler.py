@@ -1,5 +1,5 @@
 """Step-fair early stopping on replayed curves (seconds, no training): Ray Tune's real ASHA and
-Optuna searcher, fed through `raytune_ft.pipeline.replay` exactly as Tune's controller calls them."""
+Optuna searcher, fed through `raytune_ft.simulate` exactly as Tune's controller calls them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from raytune_ft.pipeline.replay import Curve, CurveTable, Design, replay
+from raytune_ft.simulate import Curve, CurveTable, Design, replay
 from raytune_ft.tuning.scheduler import StepFairASHA, ranked_value, rung_fractions
 from raytune_ft.tuning.space import parse_space
 
@@ -34,14 +34,14 @@ def fates(design: Design, budget: float = TWO_TRIALS):
 
 
 def test_step_probe_promotes_the_trial_that_overtakes_after_its_step():
-    run, trials = fates(Design("default", "step-probe", "tpe", confirm=0))
+    run, trials = fates(Design.of("default", scheduler="step-probe", searcher="tpe", confirm=0))
     assert trials[HIGH].finished and trials[HIGH].probes == 2
     assert run.best == pytest.approx(0.12)
 
 
 def test_the_old_progress_rule_stops_it_before_its_step():
-    run, trials = fates(Design("old", "progress-asha", "tpe", grace=0.34, stock_optuna=True,
-                               confirm=0))
+    run, trials = fates(Design.of("old", scheduler="progress-asha", searcher="tpe",
+                                  stock_optuna=True, confirm=0))
     assert trials[LOW].finished
     assert not trials[HIGH].finished and trials[HIGH].epochs_run == 2
     assert run.best == pytest.approx(0.07)
@@ -49,14 +49,15 @@ def test_the_old_progress_rule_stops_it_before_its_step():
 
 def test_step_after_judges_only_post_step_values():
     # both trials step after epoch 3 of 4, so no rung is after a step: nothing is stopped
-    _, trials = fates(Design("after", "step-after", "tpe", confirm=0))
+    _, trials = fates(Design.of("after", scheduler="step-after", searcher="tpe", confirm=0))
     assert trials[LOW].finished and trials[HIGH].finished and trials[HIGH].probes == 0
 
 
 def test_a_stopped_trial_is_pruned_in_the_study_never_complete():
     """What the replay's own searcher told Optuna: the finished trial COMPLETE with its final
     value, the trial stopped before its step PRUNED, its pre-step 0.03 never a result."""
-    design = Design("old_rule_new_searcher", "progress-asha", "tpe", grace=0.34, confirm=0)
+    design = Design.of("old_rule_new_searcher", scheduler="progress-asha", searcher="tpe",
+                       confirm=0)
     run, trials = fates(design)
     assert trials[LOW].finished and not trials[HIGH].finished
     study: optuna.Study = run.study
@@ -123,8 +124,9 @@ def test_the_committed_demo_curve_table_replays_with_every_design():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("design, high_epochs", [
-    (Design("default", "step-probe", "tpe", confirm=0), 4),
-    (Design("old", "progress-asha", "tpe", grace=0.34, stock_optuna=True, confirm=0), 2),
+    (Design.of("default", scheduler="step-probe", searcher="tpe", confirm=0), 4),
+    (Design.of("old", scheduler="progress-asha", searcher="tpe", stock_optuna=True,
+               confirm=0), 2),
 ])
 def test_the_replay_decides_as_a_real_tune_run_does(ray_session, tmp_path, design, high_epochs):
     """The replay's loop stands in for Tune's controller: a real `tune.Tuner` over the same
@@ -132,12 +134,13 @@ def test_the_replay_decides_as_a_real_tune_run_does(ray_session, tmp_path, desig
     from ray import tune
 
     from raytune_ft.engine.probe import probe_epochs
-    from raytune_ft.pipeline.replay import curve_results, make_scheduler, make_searcher, probe_rungs
+    from raytune_ft.simulate import curve_results
+    from raytune_ft.simulate.design import make_scheduler, make_searcher, probe_rungs
 
     def table_trainable(config: dict, table, rungs: list[float]) -> None:
         """Reports a measured curve (seed `table.seeds[0]`) instead of training, as the replay
         feeds it to the scheduler (nested: Ray's workers get it by value, not by module)."""
-        curve = table.curve_for(config)
+        curve = table.curves[table.key_for(config)][table.seeds[0]]
         for result in curve_results(table, curve,
                                     set(probe_epochs(rungs, curve.max_epochs, curve.step))):
             tune.report(result)

@@ -84,18 +84,24 @@ def test_cli_refuses_a_broken_space_with_exit_2_before_ray(tmp_path):
     assert "preflight OK" not in proc.stdout and not storage.exists(), proc.stdout
 
 
+def tune_samples(space, n: int, seed: int = 0) -> list[dict]:
+    """`n` points drawn as a random search draws them: from the space's Ray Tune
+    distributions (`SearchSpace.to_tune`)."""
+    import numpy as np
+
+    domains = space.to_tune("tpe")
+    state = np.random.RandomState(seed)
+    return [{k: d.sample(random_state=state) for k, d in domains.items()} for _ in range(n)]
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "search_spaces").glob("*.yaml")))
 def test_shipped_spaces_load(name):
     """Every shipped space names engine hyper-parameters and samples inside its own bounds."""
-    import random
-
     from raytune_ft.mmconfig.hparams import HPARAMS
 
     space = load_space(REPO / "search_spaces" / name)
     assert space.params and set(space.params) <= set(HPARAMS) | {"step_frac"}
-    rng = random.Random(0)
-    for _ in range(20):
-        point = space.sample(rng)
+    for point in tune_samples(space, 20):
         assert set(point) == set(space.params)
         for key, param in space.params.items():
             if param.type == "choice":
@@ -108,10 +114,9 @@ def test_constraints_hold_for_1000_sampled_points():
     """Property: every sample of the default space becomes a valid schedule on any batch size."""
     space = load_space(REPO / "search_spaces" / "default.yaml")
     rng = random.Random(0)
-    for i in range(1000):
+    for i, sample in enumerate(tune_samples(space, 1000)):
         shape = TrialShape(total_batch=rng.choice([2, 4, 8, 16, 64]),
                            iters_per_epoch=rng.randint(1, 400))
-        sample = space.sample(rng)
         hp = to_hparams(sample, space, RECIPE, shape)
         cfg = apply_hparams(recipe_cfg(), hp)  # raises on any invalid schedule
         max_epochs = cfg.train_cfg.max_epochs

@@ -38,6 +38,15 @@ def test_two_workers_two_epochs_report_and_checkpoint(ray_session, tiny_data, ti
     reports = read_metrics(spec.run_dir)
     assert [r["epoch"] for r in reports] == [1, 2]
     assert all(0.0 <= r["coco/bbox_mAP"] <= 1.0 for r in reports)
+    # the keys the curve replay builds are the keys a live trial reports (one schema)
+    from raytune_ft.simulate import Curve, CurveTable, curve_results
+
+    table = CurveTable.of([Curve(0.02, 2, 1, (0.1, 0.2))])
+    for live, replayed in zip(reports, curve_results(table, table.curves[(0.02, 2, 1)][0], set())):
+        assert set(replayed) <= set(live), set(replayed) - set(live)
+        assert {k: live[k] for k in ("epoch", "max_epochs", "progress", "diverged")} == {
+            "epoch": replayed["epoch"], "max_epochs": 2, "progress": replayed["progress"],
+            "diverged": 0.0}
     assert all(r["resumed"] == 0 and r["init_from"] == str(tiny_pretrained) for r in reports)
     assert len(result.best_checkpoints) == 2
     for checkpoint, _ in result.best_checkpoints:

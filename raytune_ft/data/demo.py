@@ -102,6 +102,11 @@ def build_demo(out: Path = DEMO_ROOT, images: tuple[str, ...] = DEMO_IMAGES, til
 BACKBONE_CHECKPOINT = "mobilenet_v2_imagenet_mmdet.pth"
 
 
+def is_demo_config(path: str | Path | None) -> bool:
+    """Whether a run fine-tunes the embedded demo: its config, or no config (the default)."""
+    return path is None or Path(path).resolve() == DEMO_CONFIG.resolve()
+
+
 def ensure_demo(out: Path = DEMO_ROOT) -> Path:
     """Build the demo data set and its pretrained checkpoint once; later calls reuse them."""
     from raytune_ft.data.weights import is_current_checkpoint, write_backbone_checkpoint

@@ -13,11 +13,8 @@ from typing import Any
 
 from ray.train.v2.api.callback import UserCallback
 
+from raytune_ft.epoch_report import BOOKKEEPING_KEYS, epoch_of
 from raytune_ft.storage import METRICS_FILE, TB_DIR, Storage
-# Reported values that are bookkeeping, not curves.
-_NOT_SCALARS = {"epoch", "max_epochs", "resumed", "start_epoch", "progress", "diverged",
-                "train_started_at", "lr_step_epoch", "probe_epoch", "probe_iters", "reported_at",
-                "probe_empty_predictions"}
 
 
 class EpochRecordCallback(UserCallback):
@@ -60,9 +57,9 @@ class EpochRecordCallback(UserCallback):
 
         if self._writer is None:
             self._writer = SummaryWriter(os.path.join(self.run_dir, TB_DIR))
-        epoch = int(report["epoch"])
+        epoch = epoch_of(report)
         for key, value in report.items():
-            if key in _NOT_SCALARS or not isinstance(value, (int, float)):
+            if key in BOOKKEEPING_KEYS or not isinstance(value, (int, float)):
                 continue
             if isinstance(value, float) and not math.isfinite(value):
                 continue

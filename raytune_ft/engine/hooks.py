@@ -20,6 +20,7 @@ from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
 from raytune_ft.engine.probe import probe_report
+from raytune_ft.epoch_report import epoch_report
 
 CHECKPOINT_FILE = "checkpoint.pth"
 
@@ -117,20 +118,15 @@ class RayTrainReportHook(Hook):
         if diverged_at is not None and self.metric:
             report[self.metric] = worst_value(self.mode)
         lrs = runner.optim_wrapper.get_lr()
-        report.update(
-            epoch=epoch,
-            max_epochs=max_epochs,
-            progress=epoch / max_epochs,
+        report = epoch_report(
+            report, epoch=epoch, max_epochs=max_epochs, lr_step_epoch=self.lr_step_epoch,
+            diverged=diverged_at is not None,
             lr=float(next(iter(lrs.values()))[0]),
             train_loss=(sum(self._losses) / len(self._losses)) if self._losses else float("nan"),
             iter_time=_mean(self._iter_times),
             data_time=_mean(self._data_times),
             iters_per_s=(len(self._iter_times) / sum(self._iter_times)) if self._iter_times else 0.0,
-            diverged=float(diverged_at is not None),
             reported_at=time.time(),
-            # the last epoch trained at the un-stepped lr (max_epochs when there is no step):
-            # the scheduler never ranks a report of epoch <= lr_step_epoch on its raw metric
-            lr_step_epoch=self.lr_step_epoch if self.lr_step_epoch is not None else max_epochs,
             **self.start_info,
         )
         report.update(probe_report(runner))

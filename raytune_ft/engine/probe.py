@@ -19,18 +19,18 @@ import math
 import random
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
+from raytune_ft.epoch_report import is_probe_key, probe_key, probe_metrics
 from raytune_ft.errors import UserError
 from raytune_ft.options import flag
 
 PROBE_INFO = "raytune_ft_probe"  # message-hub key the report hook reads
-PROBE_PREFIX = "probe/"
 
 
 def probe_epochs(rungs: Iterable[float], max_epochs: int, step_epoch: int) -> list[int]:
@@ -48,8 +48,16 @@ def probe_epochs(rungs: Iterable[float], max_epochs: int, step_epoch: int) -> li
     return sorted(epochs)
 
 
+class ProbeSpec(TypedDict):
+    """What a trial's workers read to probe (plain data: it travels in the worker's job)."""
+
+    rungs: list[float]  # the scheduler's rungs as fractions of a schedule (a search's step-probe)
+    epochs: list[int]  # fixed epochs (`train --probe-epochs`); they win over `rungs`
+    epoch_fraction: float  # the probe's length, in epochs (`--probe-length`)
+
+
 def probe_spec(epoch_fraction: float, *, rungs: Iterable[float] = (),
-               epochs: Iterable[int] = ()) -> dict[str, Any] | None:
+               epochs: Iterable[int] = ()) -> ProbeSpec | None:
     """What a trial's workers read to probe (`probe_hook`): at fixed `epochs` (`train
     --probe-epochs`) or at the pre-step epochs of the scheduler's progress `rungs` (a search's
     step-probe); None when neither asks for a probe."""
@@ -71,7 +79,7 @@ def check_probe_epochs(epochs: Iterable[int], cfg) -> None:
                         f"would give. Use epochs 1..{min(step, max_epochs - 1)}.")
 
 
-def probe_hook(spec: dict[str, Any] | None, cfg) -> dict[str, Any] | None:
+def probe_hook(spec: ProbeSpec | None, cfg) -> dict[str, Any] | None:
     """The StepProbeHook config for a run of `cfg` under `spec`, or None (nothing to probe)."""
     if not spec:
         return None
@@ -202,8 +210,7 @@ def run_probe(runner, iters: int, gamma: float) -> dict[str, float]:
         _set_rng_state(saved["rng"])
         _set_loader_state(loader, saved["loader"])
         model.train()
-    out = {f"{PROBE_PREFIX}{k}": float(v) for k, v in metrics.items()
-           if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    out = probe_metrics(metrics)
     out.update(probe_iters=float(iters), probe_train_s=train_s,
                probe_seconds=time.perf_counter() - started)
     return out
@@ -228,13 +235,13 @@ class StepProbeHook(Hook):
 
         iters = max(1, round(self.epoch_fraction * len(runner.train_loop.dataloader)))
         result = run_probe(runner, iters, self.gamma)
-        expected = [PROBE_PREFIX + k for k in expected_metrics(runner.cfg)]
+        expected = [probe_key(k) for k in expected_metrics(runner.cfg)]
         if expected and not any(k in result for k in expected):
             # mmdet's CocoMetric returns {} when the model detects nothing: an AP of 0
             result.update({k: 0.0 for k in expected}, probe_empty_predictions=1.0)
         runner.logger.info(f"LR-step probe after epoch {runner.epoch} ({iters} iterations "
                            f"at lr x {self.gamma:g}): " + ", ".join(
-                               f"{k}={v:.4f}" for k, v in result.items() if k.startswith(PROBE_PREFIX)))
+                               f"{k}={v:.4f}" for k, v in result.items() if is_probe_key(k)))
         runner.message_hub.update_info(PROBE_INFO, {"probe_epoch": runner.epoch, **result})
 
 

@@ -10,14 +10,19 @@ import math
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmengine.config import Config
 
-from raytune_ft.budget import parse_duration
+from raytune_ft.durations import parse_duration
+from raytune_ft.epoch_report import first_report_of_attempt
 from raytune_ft.mmconfig.config import config_to_dict
 from raytune_ft.options import DEFAULT_MAX_PREEMPTIONS, DEFAULT_RESOURCE_WAIT
 from raytune_ft.storage import Storage
+
+if TYPE_CHECKING:
+    from raytune_ft.engine.probe import ProbeSpec
+    from raytune_ft.engine.worker import WorkerJob
 
 
 @dataclass(frozen=True)
@@ -81,9 +86,7 @@ class TrialSpec:
     num_to_keep: int = 2
     metric: str | None = None
     mode: str = "max"
-    # LR-step probe (raytune_ft.engine.probe): {"rungs": [progress, ...]} or {"epochs": [...]}, plus
-    # "epoch_fraction" (probe length); None runs no probe
-    probe: dict[str, Any] | None = None
+    probe: ProbeSpec | None = None  # the LR-step probe's epochs (raytune_ft.engine.probe); None: none
     verbose: bool = False  # workers print everything (default: noise to the trial's log files)
 
     @property
@@ -125,7 +128,7 @@ def build_trainer(cfg: Config, spec: TrialSpec, callbacks: list | None = None):
 
     res = spec.resources
     dist_timeout = ((cfg.get("env_cfg") or {}).get("dist_cfg") or {}).get("timeout")
-    job: dict[str, Any] = {
+    job: WorkerJob = {
         "cfg": config_to_dict(cfg),
         "work_dir": spec.local_work_dir(),
         "use_gpu": res.use_gpu,
@@ -209,7 +212,7 @@ class EpochFollower:
         except Exception:  # noqa: BLE001 - a half-written file or a slow bucket: next time
             return
         for report in records[self.printed:]:
-            if report.get("start_epoch") == report.get("epoch"):
+            if first_report_of_attempt(report):
                 start = (f"resumed at epoch {report['start_epoch']} from {report.get('init_from')}"
                          if report.get("resumed") else
                          f"fresh start from load_from={report.get('init_from')}")

@@ -13,12 +13,12 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from raytune_ft.checkpoints import allow_mmengine_checkpoints
 from raytune_ft.engine.hooks import CHECKPOINT_FILE, TrainingDiverged
 from raytune_ft.mmconfig.metrics import expected_metrics
-from raytune_ft.engine.probe import lr_step, probe_hook
+from raytune_ft.engine.probe import ProbeSpec, lr_step, probe_hook
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,23 @@ def ddp_wrapper_config(cfg, use_gpu: bool, local_device: int):
     return merged
 
 
-def prepare_worker_config(cfg, job: dict[str, Any], rank: int, world_size: int,
+class WorkerJob(TypedDict, total=False):
+    """What every Ray Train worker of a trial gets (`train_loop_config`: Ray Train takes a
+    plain dict), built by `raytune_ft.engine.trial.build_trainer`."""
+
+    cfg: dict  # the trial's mmengine config, hyper-parameters applied
+    work_dir: str  # mmengine's work_dir (node-local with remote storage)
+    use_gpu: bool
+    gpus_per_worker: float
+    cpus_per_worker: float
+    metric: str | None
+    mode: str
+    probe: ProbeSpec | None
+    verbose: bool
+    local_device: int  # set by the worker itself: its CUDA device index
+
+
+def prepare_worker_config(cfg, job: WorkerJob, rank: int, world_size: int,
                           use_gpu: bool) -> tuple[Any, dict[str, Any]]:
     """Set launcher, DDP wrapper, metric collection, checkpointing and the init source."""
     from mmengine.config import ConfigDict
@@ -114,7 +130,7 @@ def prepare_worker_config(cfg, job: dict[str, Any], rank: int, world_size: int,
     return cfg, start
 
 
-def train_loop_per_worker(job: dict[str, Any]) -> None:
+def train_loop_per_worker(job: WorkerJob) -> None:
     """Entry point Ray Train runs on every worker (`TorchTrainer(train_loop_per_worker=...)`)."""
     if not job.get("use_gpu"):
         # before anything initialises CUDA: a CPU trial on a GPU node must not see its GPUs

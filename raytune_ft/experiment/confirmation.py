@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 from raytune_ft.console import columns, metric_text
 from raytune_ft.errors import UserError
+from raytune_ft.experiment.rows import TrialRow, best_row
+from raytune_ft.experiment.summary import CandidateRecord, ConfirmationRecord
 from raytune_ft.options import flag
 
-if TYPE_CHECKING:  # results imports mmengine: the statistics stay importable without it
-    from raytune_ft.experiment.results import TrialRow
+if TYPE_CHECKING:
     from raytune_ft.tuning.trainable import SearchJob
 
 FIRST_SEED = 1  # fresh seeds 1..S (the demo's search runs with seed 0)
@@ -85,8 +86,6 @@ class Confirmation:
     def best_run(self, candidate: Candidate | None):
         """The candidate's run (seed) with the best value, by this confirmation's mode: its
         checkpoint becomes best_checkpoint.pth and is the one scored on test."""
-        from raytune_ft.experiment.results import best_row
-
         return best_row(candidate.rows, self.mode) if candidate is not None else None
 
     def beats_recipe(self, candidate: Candidate) -> bool:
@@ -97,21 +96,47 @@ class Confirmation:
         lo, hi = d["ci95"]
         return lo > 0 if self.mode == "max" else hi < 0
 
-    def to_json(self) -> dict[str, Any]:
+    def record(self) -> ConfirmationRecord:
+        """What summary.json keeps of it."""
         winner = self.winner
-        return {
-            "folder": self.job.experiment.name if self.job is not None else None,
-            "seeds": self.seeds,
-            "winner_trial": winner.source_trial if winner else None,
-            "winner_beats_recipe_beyond_noise": bool(winner and self.beats_recipe(winner)),
-            "candidates": [{
-                "trial": c.source_trial, "role": c.role, "hparams": c.hparams,
-                "search_value": c.search_value,
-                "values": {str(s): v for s, v in c.values.items()},
-                "mean": None if math.isnan(c.mean) else c.mean, "std": c.std,
-                "diff_to_recipe": c.diff,
-            } for c in self.candidates],
-        }
+        return ConfirmationRecord(
+            folder=self.job.experiment.name if self.job is not None else None,
+            seeds=self.seeds,
+            winner_trial=winner.source_trial if winner else None,
+            winner_beats_recipe_beyond_noise=bool(winner and self.beats_recipe(winner)),
+            candidates=[CandidateRecord(
+                trial=c.source_trial, role=c.role, hparams=c.hparams,
+                search_value=c.search_value, values={str(s): v for s, v in c.values.items()},
+                mean=None if math.isnan(c.mean) else c.mean, std=c.std, diff_to_recipe=c.diff)
+                for c in self.candidates])
+
+
+@dataclass(frozen=True)
+class ReturnedConfig:
+    """The config a search hands its user (best_config.py, best_checkpoint.pth, the test
+    score's "winner"): the confirmation's winner when one was confirmed, else the search's best
+    trial. `run` is the run whose checkpoint is returned: the winner's best seed run, or the
+    best trial itself (None in a replay, whose confirmation has values but no runs)."""
+
+    trial_id: str  # the search trial whose config it is
+    point: dict[str, Any]  # its sampled point, in the space's terms
+    hparams: dict[str, Any]
+    run: TrialRow | None
+    confirmed: Candidate | None = None  # the confirmation's winner, when it picked one
+
+
+def returned_config(rows: list[TrialRow], mode: str,
+                    confirmation: Confirmation | None = None) -> ReturnedConfig | None:
+    """Which config a search returns: the one rule the search, its results files and the curve
+    replay follow (None when no search trial scored)."""
+    winner = confirmation.winner if confirmation is not None else None
+    if winner is not None:
+        return ReturnedConfig(winner.source_trial, winner.point, winner.hparams,
+                              confirmation.best_run(winner), confirmed=winner)
+    best = best_row([r for r in rows if r.phase == "search"], mode)
+    if best is None:
+        return None
+    return ReturnedConfig(best.trial_id, best.config, best.hparams, best)
 
 
 def paired_interval(diffs: list[float], level: float = 0.95) -> dict[str, Any]:
@@ -212,5 +237,5 @@ def format_confirmation(conf: Confirmation, metric: str) -> str:
 
 
 
-__all__ = ["Candidate", "Confirmation", "FIRST_SEED", "format_confirmation", "paired_interval",
-           "pick_candidates", "score"]
+__all__ = ["Candidate", "Confirmation", "FIRST_SEED", "ReturnedConfig", "format_confirmation",
+           "paired_interval", "pick_candidates", "returned_config", "score"]

@@ -19,7 +19,9 @@ from functools import partial
 from typing import Any
 
 from raytune_ft.console import metric_text
+from raytune_ft.epoch_report import epoch_of, is_diverged, max_epochs_of, probe_value
 from raytune_ft.errors import UserError
+from raytune_ft.experiment.summary import Summary, read_summary
 from raytune_ft.storage import ExperimentStorage
 
 REPORT_FILE = "report.html"
@@ -34,7 +36,7 @@ class ReportData:
     experiment: ExperimentStorage
     metric: str
     mode: str
-    summary: dict[str, Any]
+    summary: Summary | None  # None before the search wrote one (interrupted)
     rows: list  # TrialRow, search and confirm phases
     records: dict[str, list[dict[str, Any]]]  # trial id -> committed epochs
     interrupted: bool
@@ -46,8 +48,7 @@ def load(experiment: ExperimentStorage) -> ReportData:
     from raytune_ft.experiment.record import confirm_experiment, load_config_of
     from raytune_ft.experiment.results import TrialRow, read_rows
 
-    raw = experiment.storage.read_bytes(experiment.name, "summary.json")
-    summary = json.loads(raw) if raw else {}
+    summary = read_summary(experiment)
     trial_ids = experiment.trial_ids()
     if not summary and not trial_ids:
         load_config_of(experiment)  # raises "not a raytune_ft experiment" without search_config
@@ -56,11 +57,13 @@ def load(experiment: ExperimentStorage) -> ReportData:
         metric, mode = config.metric, config.mode
     except UserError:  # written before search_config.json existed
         metric, mode = None, "max"
-    metric = summary.get("metric") or metric or "coco/bbox_mAP"
-    mode = summary.get("mode") or mode
+    if summary is not None:
+        metric, mode = summary.metric or metric, summary.mode or mode
+    metric = metric or "coco/bbox_mAP"
     rows = read_rows(experiment)
     records = {tid: experiment.records(tid) for tid in trial_ids}
-    confirm = confirm_experiment(experiment, (summary.get("confirmation") or {}).get("folder"))
+    confirmation = summary.confirmation if summary is not None else None
+    confirm = confirm_experiment(experiment, confirmation.folder if confirmation else None)
     for row in rows:
         if row.phase == "confirm":
             records[row.trial_id] = confirm.records(row.trial_id)
@@ -71,7 +74,7 @@ def load(experiment: ExperimentStorage) -> ReportData:
             values = [r[metric] for r in recs if metric in r]
             best = (max if mode == "max" else min)(values) if values else None
             rows.append(TrialRow(tid, order, {}, {}, "unfinished", "", len(recs),
-                                 int(recs[-1].get("max_epochs", 0)) if recs else 0, best, None,
+                                 max_epochs_of(recs[-1]) if recs else 0, best, None,
                                  values[-1] if values else None, 0.0))
     return ReportData(experiment, metric, mode, summary, rows, records, interrupted)
 
@@ -88,14 +91,14 @@ def curves_figure(data: ReportData):
     for row in data.rows:
         every = data.records.get(row.trial_id, [])
         # a diverged epoch carries a finite stand-in (-1 or 1e9), not a score: never plot it
-        recs = [r for r in every if data.metric in r and not r.get("diverged")]
+        recs = [r for r in every if data.metric in r and not is_diverged(r)]
         if not recs:
             continue
         kind = "confirm" if row.phase == "confirm" else row.status
         colour = STATUS_COLOURS.get(kind, "#333")
         label = (f"trial {row.order} ({row.trial_id})" if row.phase == "search"
                  else f"confirm {row.source_trial} seed {row.seed}")
-        epochs = [r["epoch"] for r in recs]
+        epochs = [epoch_of(r) for r in recs]
         values = [r[data.metric] for r in recs]
         fig.add_trace(go.Scatter(
             x=epochs, y=values, mode="lines", name=kind, legendgroup=kind,
@@ -104,7 +107,7 @@ def curves_figure(data: ReportData):
             "%{x}: %{y:.4f}<extra></extra>"))
         shown.add(kind)
         step = recs[0].get("lr_step_epoch")
-        at_step = [r for r in recs if r["epoch"] == step]
+        at_step = [r for r in recs if epoch_of(r) == step]
         if step and at_step and step < recs[-1].get("max_epochs", step + 1):
             fig.add_trace(go.Scatter(
                 x=[step], y=[at_step[0][data.metric]], mode="markers", legendgroup="LR step",
@@ -113,8 +116,8 @@ def curves_figure(data: ReportData):
                             line=dict(color="black", width=1)),
                 hovertemplate=f"{label}: LR step after epoch {step}<extra></extra>"))
             shown.add("LR step")
-        probes = [(r["epoch"], r[f"probe/{data.metric}"]) for r in recs
-                  if f"probe/{data.metric}" in r]
+        probes = [(epoch_of(r), probe_value(r, data.metric)) for r in recs
+                  if probe_value(r, data.metric) is not None]
         if probes:
             fig.add_trace(go.Scatter(
                 x=[p[0] for p in probes], y=[p[1] for p in probes], mode="markers",
@@ -123,7 +126,7 @@ def curves_figure(data: ReportData):
                 marker=dict(symbol="circle-open", size=8, color=colour),
                 hovertemplate=f"{label}: probe %{{y:.4f}} after epoch %{{x}}<extra></extra>"))
             shown.add("probe")
-        if any(r.get("diverged") for r in every):
+        if any(is_diverged(r) for r in every):
             fig.add_trace(go.Scatter(
                 x=[epochs[-1]], y=[values[-1]], mode="markers", legendgroup="diverged",
                 name="diverged after this epoch", showlegend="diverged" not in shown,
@@ -181,7 +184,7 @@ def cost_figure(data: ReportData):
     """Device-hours per trial in creation order (confirmation runs last), coloured by status."""
     import plotly.graph_objects as go
 
-    device = (data.summary.get("device") or "device").upper()
+    device = ((data.summary.device if data.summary else None) or "device").upper()
     rows = sorted(data.rows, key=lambda r: (r.phase != "search", r.order))
     labels = [f"{r.order}:{r.trial_id}" if r.phase == "search"
               else f"confirm {r.source_trial} s{r.seed}" for r in rows]
@@ -209,34 +212,34 @@ def confirmation_figure(data: ReportData):
     value the search saw, which selection biases upwards."""
     import plotly.graph_objects as go
 
-    conf = data.summary.get("confirmation")
+    conf = data.summary.confirmation if data.summary else None
     if not conf:
         return None
     fig = go.Figure()
-    labels = [f"{c['role']} ({c['trial']})" for c in conf["candidates"]]
-    for label, cand in zip(labels, conf["candidates"]):
-        seeds = [(s, v) for s, v in cand["values"].items() if v is not None]
+    labels = [f"{c.role} ({c.trial})" for c in conf.candidates]
+    for label, cand in zip(labels, conf.candidates):
+        seeds = [(s, v) for s, v in cand.values.items() if v is not None]
         fig.add_trace(go.Scatter(
             x=[label] * len(seeds), y=[v for _, v in seeds], mode="markers", name="a seed",
             legendgroup="seed", showlegend=label == labels[0],
             marker=dict(size=9, color=STATUS_COLOURS["confirm"], opacity=0.7),
             text=[f"seed {s}" for s, _ in seeds], hovertemplate="%{text}: %{y:.4f}<extra></extra>"))
-        if cand.get("mean") is not None:
+        if cand.mean is not None:
             fig.add_trace(go.Scatter(
-                x=[label], y=[cand["mean"]], mode="markers", name="mean +- std",
+                x=[label], y=[cand.mean], mode="markers", name="mean +- std",
                 legendgroup="mean", showlegend=label == labels[0],
-                error_y=dict(type="data", array=[cand.get("std") or 0], width=14),
+                error_y=dict(type="data", array=[cand.std or 0], width=14),
                 marker=dict(symbol="line-ew-open", size=26, color="black"),
-                hovertemplate=f"mean {cand['mean']:.4f} +- {cand.get('std') or 0:.4f}"
+                hovertemplate=f"mean {cand.mean:.4f} +- {cand.std or 0:.4f}"
                               "<extra></extra>"))
-        if cand.get("search_value") is not None:
+        if cand.search_value is not None:
             fig.add_trace(go.Scatter(
-                x=[label], y=[cand["search_value"]], mode="markers",
+                x=[label], y=[cand.search_value], mode="markers",
                 name="its single search run", legendgroup="search",
                 showlegend=label == labels[0],
                 marker=dict(symbol="star", size=13, color=STATUS_COLOURS["stopped"]),
                 hovertemplate="search run: %{y:.4f}<extra></extra>"))
-    fig.update_layout(title=f"Confirmation over fresh seeds {conf['seeds']}",
+    fig.update_layout(title=f"Confirmation over fresh seeds {conf.seeds}",
                       yaxis_title=data.metric, height=380)
     return fig
 
@@ -282,26 +285,25 @@ def figures(data: ReportData) -> list[tuple[str, str, Any]]:
 def headline(data: ReportData) -> list[tuple[str, str]]:
     """The header's numbers: (label, value)."""
     s, metric = data.summary, data.metric
-    conf = s.get("confirmation") or {}
-    winner = next((c for c in conf.get("candidates", [])
-                   if c["trial"] == conf.get("winner_trial")), None)
-    recipe = next((c for c in conf.get("candidates", []) if "recipe" in c["role"]), None)
-    hours = s.get("total_device_seconds", sum(r.device_seconds for r in data.rows)) / 3600
-    saved = s.get("device_seconds_saved_by_early_stopping", 0.0) / 3600
-    device = s.get("device", "device")
-    test = s.get("test_score") or {}
+    conf = s.confirmation if s else None
+    winner = conf.winner if conf else None
+    recipe = conf.recipe if conf else None
+    hours = (s.total_device_seconds if s and s.total_device_seconds is not None
+             else sum(r.device_seconds for r in data.rows)) / 3600
+    saved = ((s.device_seconds_saved_by_early_stopping if s else None) or 0.0) / 3600
+    device = (s.device if s else None) or "device"
+    test = s.test_score if s else None
     items = [
-        ("recipe (trial 0)", _v(s.get("trial0_metric"))),
-        ("best single run", _v(s.get("best_metric")) + (f" (trial {s['best_trial']})"
-                                                        if s.get("best_trial") else "")),
-        ("confirmed winner", f"{winner['mean']:.4f} +- {winner['std']:.4f} (trial "
-                             f"{winner['trial']}, seeds {conf['seeds']})" if winner else
+        ("recipe (trial 0)", _v(s.trial0_metric if s else None)),
+        ("best single run", _v(s.best_metric if s else None)
+         + (f" (trial {s.best_trial})" if s and s.best_trial else "")),
+        ("confirmed winner", f"{winner.mean:.4f} +- {winner.std:.4f} (trial "
+                             f"{winner.trial}, seeds {conf.seeds})" if winner else
          "not confirmed"),
-        ("confirmed recipe", f"{recipe['mean']:.4f} +- {recipe['std']:.4f}" if recipe and
-         recipe.get("mean") is not None else "not confirmed"),
+        ("confirmed recipe", f"{recipe.mean:.4f} +- {recipe.std:.4f}" if recipe and
+         recipe.confirmed else "not confirmed"),
         ("test score (picked on val, scored on test)",
-         f"winner {_v(test.get('winner'))}, recipe {_v(test.get('recipe'))}" if test else
-         test_note(data)),
+         f"winner {_v(test.winner)}, recipe {_v(test.recipe)}" if test else test_note(data)),
         (f"{device}-hours used", f"{hours:.2f}"),
         ("saved by early stopping", f"{saved:.2f} {device}-hours"),
         ("metric", f"{metric} ({'higher' if data.mode == 'max' else 'lower'} is better)"),
@@ -310,7 +312,8 @@ def headline(data: ReportData) -> list[tuple[str, str]]:
 
 
 def test_note(data: ReportData) -> str:
-    return data.summary.get("test_note") or "no held-out test set (val only)"
+    note = data.summary.test_note if data.summary else None
+    return note or "no held-out test set (val only)"
 
 
 def text_summary(data: ReportData) -> str:
@@ -326,31 +329,31 @@ def text_summary(data: ReportData) -> str:
     if data.interrupted:
         lines.append("The search was interrupted; this report shows the epochs committed so "
                      "far (resume it with python -m raytune_ft.search --resume).")
-    if s.get("best_trial"):
-        lines.append(f"Recipe: {_v(s.get('trial0_metric'))}. Best single run: "
-                     f"{_v(s.get('best_metric'))} (trial {s['best_trial']}, "
-                     f"{json.dumps(s.get('best_hparams'))}).")
-    conf = s.get("confirmation")
-    if conf and conf.get("winner_trial"):
-        win = next(c for c in conf["candidates"] if c["trial"] == conf["winner_trial"])
-        diff = win.get("diff_to_recipe") or {}
+    if s is not None and s.best_trial:
+        lines.append(f"Recipe: {_v(s.trial0_metric)}. Best single run: "
+                     f"{_v(s.best_metric)} (trial {s.best_trial}, "
+                     f"{json.dumps(s.best_hparams)}).")
+    conf = s.confirmation if s else None
+    win = conf.winner if conf else None
+    if win is not None:
+        diff = win.diff_to_recipe or {}
         ci = diff.get("ci95")
-        verdict = ("beats the recipe beyond noise" if conf.get("winner_beats_recipe_beyond_noise")
+        verdict = ("beats the recipe beyond noise" if conf.winner_beats_recipe_beyond_noise
                    else "does not beat the recipe beyond noise")
-        lines.append(f"Confirmed over seeds {conf['seeds']}: winner trial {win['trial']} "
-                     f"{win['mean']:.4f} +- {win['std']:.4f}"
+        lines.append(f"Confirmed over seeds {conf.seeds}: winner trial {win.trial} "
+                     f"{win.mean:.4f} +- {win.std:.4f}"
                      + (f", vs recipe {diff['mean']:+.4f} (95% CI {ci[0]:+.4f} to {ci[1]:+.4f})"
                         if ci else "") + f": it {verdict}.")
-    test = s.get("test_score")
+    test = s.test_score if s else None
     if test:
-        lines.append(f"Picked on val, scored on test: winner {_v(test.get('winner'))}, recipe "
-                     f"{_v(test.get('recipe'))}.")
+        lines.append(f"Picked on val, scored on test: winner {_v(test.winner)}, recipe "
+                     f"{_v(test.recipe)}.")
     else:
         lines.append(f"Test score: {test_note(data)}.")
-    hours = s.get("total_device_seconds", 0.0) / 3600
-    lines.append(f"Cost: {hours:.2f} {s.get('device', 'device')}-hours, "
-                 f"{s.get('device_seconds_saved_by_early_stopping', 0.0) / 3600:.2f} saved by "
-                 "early stopping.")
+    hours = ((s.total_device_seconds if s else None) or 0.0) / 3600
+    saved = ((s.device_seconds_saved_by_early_stopping if s else None) or 0.0) / 3600
+    device = (s.device if s else None) or "device"
+    lines.append(f"Cost: {hours:.2f} {device}-hours, {saved:.2f} saved by early stopping.")
     return "\n".join(lines)
 
 

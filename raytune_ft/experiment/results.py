@@ -7,40 +7,26 @@ import csv
 import dataclasses
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmengine.config import Config
 
 from raytune_ft.console import columns, metric_text
+from raytune_ft.experiment.confirmation import returned_config
+from raytune_ft.experiment.rows import TrialRow, best_row
+from raytune_ft.experiment.summary import Summary, write_summary
+from raytune_ft.epoch_report import epoch_of, is_diverged
 from raytune_ft.mmconfig.hparams import apply_hparams
 from raytune_ft.storage import TB_DIR, TRIALS_DIR
 from raytune_ft.tuning.trainable import SearchJob, sampled_point, trial_hparams
 
+if TYPE_CHECKING:
+    from raytune_ft.experiment.confirmation import Confirmation
+    from raytune_ft.experiment.summary import BudgetOutcome, TestNote, TestScore
 
-@dataclass
-class TrialRow:
-    """One trial's outcome, as written to results.csv."""
-
-    trial_id: str
-    order: int
-    config: dict[str, Any]
-    hparams: dict[str, Any]
-    status: str
-    reason: str
-    epochs_run: int
-    max_epochs: int
-    best_metric: float | None
-    best_epoch: int | None
-    last_metric: float | None
-    device_seconds: float
-    saved_device_seconds: float = 0.0
-    phase: str = "search"  # or "confirm": a re-run of a search trial's config with a new seed
-    seed: int | None = None
-    source_trial: str | None = None  # confirm rows: the search trial whose config this re-ran
-    restarts: int = 0  # times the trial resumed from its checkpoint (a lost worker, node or driver)
-    wait_seconds: float = 0.0  # waiting for resources (node boot, placement, restarts): no cost
+__all__ = ["TrialRow", "best_row", "collect", "format_table", "read_rows", "trial_row",
+           "write_best_config", "write_csv", "write_hparams", "write_results"]
 
 
 def collect(results, job: SearchJob, statuses: dict[str, str] | None = None) -> list[TrialRow]:
@@ -93,10 +79,10 @@ def trial_row(job: SearchJob, trial_id: str, order: int, config: dict[str, Any],
     values = [e[job.metric] for e in records if job.metric in e]
     pick = max if job.mode == "max" else min
     best = pick(values) if values else None
-    best_epoch = next((e["epoch"] for e in records if e.get(job.metric) == best), None)
+    best_epoch = next((epoch_of(e) for e in records if e.get(job.metric) == best), None)
     max_epochs = int(hparams.get("max_epochs", job.recipe.get("max_epochs", 0)))
-    epochs_run = max((int(e["epoch"]) for e in records), default=0)
-    diverged = any(e.get("diverged") for e in records)
+    epochs_run = max((epoch_of(e) for e in records), default=0)
+    diverged = any(is_diverged(e) for e in records)
     device_s = device_seconds(job, seconds)
     if error is not None:
         status, reason = "errored", error
@@ -136,22 +122,16 @@ def _first_line(error: BaseException) -> str:
     return (useful[-1] if useful else (text[0] if text else type(error).__name__))[:300]
 
 
-def best_row(rows: list[TrialRow], mode: str) -> TrialRow | None:
-    scored = [r for r in rows if r.best_metric is not None and r.status != "diverged"]
-    if not scored:
-        return None
-    return (max if mode == "max" else min)(scored, key=lambda r: r.best_metric)
-
-
-def write_results(rows: list[TrialRow], job: SearchJob, confirmation=None,
-                  test: dict[str, Any] | None = None) -> dict[str, Any]:
+def write_results(rows: list[TrialRow], job: SearchJob, confirmation: Confirmation | None = None,
+                  test: TestScore | TestNote | None = None,
+                  time_budget: BudgetOutcome | None = None) -> Summary:
     """Write results.csv, trials.json, summary.json, best_config.py and best_checkpoint.pth into
     the experiment (its folder, or the staging mirror published to its URI); return the summary.
 
-    With a `confirmation` (raytune_ft.experiment.confirmation.Confirmation) its runs are extra
-    rows, the summary gains its statistics, and best_config.py / best_checkpoint.pth follow its winner. `test`
-    (raytune_ft.pipeline.testscore.test_score) adds the held-out test scores, or the note why there are
-    none.
+    With a `confirmation` its runs are extra rows, the summary gains its statistics, and
+    best_config.py / best_checkpoint.pth follow `returned_config`. `test`
+    (raytune_ft.pipeline.testscore.test_score) adds the held-out test scores, or the note why
+    there are none; `time_budget` the budget's outcome.
     """
     exp = job.experiment
     every = rows + (confirmation.rows if confirmation else [])
@@ -163,55 +143,42 @@ def write_results(rows: list[TrialRow], job: SearchJob, confirmation=None,
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.status] = counts.get(r.status, 0) + 1
-    summary: dict[str, Any] = {
-        "metric": job.metric, "mode": job.mode, "trials": len(rows), "by_status": counts,
-        "best_trial": best.trial_id if best else None,
-        "best_metric": best.best_metric if best else None,
-        "best_hparams": best.hparams if best else None,
-        "trial0_trial": trial0.trial_id if trial0 else None,
-        "trial0_metric": trial0.best_metric if trial0 else None,
-        "gain_over_trial0": (best.best_metric - trial0.best_metric)
-        if best and trial0 and trial0.best_metric is not None else None,
-        # device-seconds: GPU-seconds of GPU trials, CPU-seconds of CPU trials ("device")
-        "total_device_seconds": sum(r.device_seconds for r in every),
-        "device_seconds_saved_by_early_stopping": sum(r.saved_device_seconds for r in rows),
-        "total_wait_seconds": sum(r.wait_seconds for r in every),
-        "device": job.resources.device,
-        "experiment": exp.path,
-    }
-    if test:
-        if "note" in test:
-            summary["test_note"] = test["note"]
-        else:
-            summary["test_score"] = test
-    winner = confirmation.winner if confirmation else None
-    ckpt, wrote = None, False
-    if confirmation is not None:
-        summary["confirmation"] = confirmation.to_json()
-    winner_run = confirmation.best_run(winner) if confirmation else None
-    if winner_run is not None:
-        summary["winner_trial"] = winner.source_trial
-        summary["winner_hparams"] = winner.hparams
+    returned = returned_config(rows, job.mode, confirmation)
+    best_config = best_checkpoint = None
+    if returned is not None and returned.confirmed is not None:
+        winner = returned.confirmed
         header = (f"confirmed winner: trial {winner.source_trial}, {job.metric} mean "
                   f"{winner.mean:.4f} +- {winner.std:.4f} over seeds {confirmation.seeds}")
-        write_best_config(job, winner.hparams, header, exp.local_path("best_config.py"))
-        ckpt = copy_best_checkpoint(confirmation.job, winner_run,
-                                    exp.local_path("best_checkpoint.pth"))
-        wrote = True
-    elif best is not None:
+        run_job = confirmation.job
+    elif returned is not None:
         header = (f"best trial {best.trial_id}, {job.metric}={best.best_metric:.4f} at epoch "
                   f"{best.best_epoch} (one run, not confirmed over seeds)")
-        write_best_config(job, best.hparams, header, exp.local_path("best_config.py"))
-        ckpt = copy_best_checkpoint(job, best, exp.local_path("best_checkpoint.pth"))
-        wrote = True
-    if wrote:
-        summary["best_config"] = exp.join("best_config.py")
-        summary["best_checkpoint"] = exp.join("best_checkpoint.pth") if ckpt else None
-    exp.local_path("summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    for name in ("results.csv", "trials.json", "best_config.py", "best_checkpoint.pth",
-                 "summary.json"):
+        run_job = job
+    if returned is not None:
+        write_best_config(job, returned.hparams, header, exp.local_path("best_config.py"))
+        ckpt = copy_best_checkpoint(run_job, returned.run, exp.local_path("best_checkpoint.pth"))
+        best_config = exp.join("best_config.py")
+        best_checkpoint = exp.join("best_checkpoint.pth") if ckpt else None
+    for name in ("results.csv", "trials.json", "best_config.py", "best_checkpoint.pth"):
         exp.publish(name)
-    return summary
+    confirmed = returned.confirmed if returned is not None else None
+    return write_summary(exp, Summary(
+        metric=job.metric, mode=job.mode, trials=len(rows), by_status=counts,
+        best_trial=best.trial_id if best else None,
+        best_metric=best.best_metric if best else None,
+        best_hparams=best.hparams if best else None,
+        trial0_trial=trial0.trial_id if trial0 else None,
+        trial0_metric=trial0.best_metric if trial0 else None,
+        gain_over_trial0=(best.best_metric - trial0.best_metric)
+        if best and trial0 and trial0.best_metric is not None else None,
+        total_device_seconds=sum(r.device_seconds for r in every),
+        device_seconds_saved_by_early_stopping=sum(r.saved_device_seconds for r in rows),
+        total_wait_seconds=sum(r.wait_seconds for r in every),
+        device=job.resources.device, experiment=exp.path, test=test,
+        confirmation=confirmation.record() if confirmation is not None else None,
+        winner_trial=confirmed.source_trial if confirmed else None,
+        winner_hparams=confirmed.hparams if confirmed else None,
+        best_config=best_config, best_checkpoint=best_checkpoint, time_budget=time_budget))
 
 
 def write_csv(rows: list[TrialRow], job: SearchJob, path: Path) -> None:

@@ -29,10 +29,6 @@ log = logging.getLogger(__name__)
 CLASS_HEAD_KEYS = ("bbox_head", "mask_head", "mask_iou_head")
 
 
-# The checkout raytune_ft runs from (editable install): the demo's config and data live here.
-REPO_ROOT = PROJECT_ROOT
-
-
 class ConfigError(UserError):
     """The config file cannot be loaded or is inconsistent."""
 
@@ -234,7 +230,7 @@ def absolutize_paths(cfg: Config, base: Path | None = None) -> None:
     Ray workers run in other working directories (and on other nodes), so `data_root='data/'`
     must be resolved where the user typed the command.
     """
-    bases = [base or Path.cwd(), REPO_ROOT]
+    bases = [base or Path.cwd(), PROJECT_ROOT]
 
     def fix(value: Any) -> Any:
         if not isinstance(value, str) or "://" in value or os.path.isabs(value):

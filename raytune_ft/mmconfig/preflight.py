@@ -286,7 +286,7 @@ def smoke(cfg: Config, cpu_stand_in: bool = False) -> SmokeResult:
 
 def check_time_budget_holds_a_trial(budget_s: float, estimate_s: float, how: str) -> None:
     """--time-budget shorter than the training of one trial: nothing useful could run."""
-    from raytune_ft.budget import format_duration
+    from raytune_ft.durations import format_duration
 
     if budget_s < estimate_s:
         raise UserError(f"--time-budget {format_duration(budget_s)} is shorter than one trial: "

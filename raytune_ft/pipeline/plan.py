@@ -37,6 +37,33 @@ class SearchPlan:
     def experiment(self) -> ExperimentStorage:
         return self.job.experiment
 
+    @property
+    def is_demo(self) -> bool:
+        """The embedded demo's config (given, or the default when no --config was)."""
+        from raytune_ft.data.demo import is_demo_config
+
+        return is_demo_config(self.config.config)
+
+
+def start_ray(plan: SearchPlan) -> list[dict[str, float]]:
+    """Ray for a search or a confirmation (embedded, or the cluster at --address); return the
+    alive nodes' resources. Without --verbose Ray's and Optuna's lines go to the experiment's
+    driver.log (a --check-only run has no experiment: a scratch file)."""
+    import os
+    import tempfile
+
+    from raytune_ft.engine.cluster import init_ray
+    from raytune_ft.storage import DRIVER_LOG
+
+    config = plan.config
+    if config.verbose:
+        log_file = None
+    elif config.check_only:
+        log_file = os.path.join(tempfile.mkdtemp(prefix="raytune_ft_check_"), DRIVER_LOG)
+    else:
+        log_file = plan.experiment.local_path(DRIVER_LOG)
+    return init_ray(config.address, log_file=log_file)
+
 
 def resolve_defaults(config: SearchConfig, saved: SearchConfig | None = None) -> SearchConfig:
     """Fill what the user left unset: the demo, the space, CPUs per worker, trial count (with
@@ -45,7 +72,7 @@ def resolve_defaults(config: SearchConfig, saved: SearchConfig | None = None) ->
     from raytune_ft.tuning.tuner import TRIAL_DRIVER_CPU
 
     changes: dict[str, Any] = {}
-    demo = config.config is None
+    demo = config.config is None  # no --config: the demo, with the demo's defaults
     if demo:
         from raytune_ft.data.demo import DEMO_CONFIG, DEMO_SPACE, ensure_demo
 

@@ -9,23 +9,27 @@ raytune_ft.search` is the command line over this (raytune_ft.cli.search).
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from raytune_ft.budget import format_duration
+from raytune_ft.durations import format_duration
 from raytune_ft.experiment.record import save_config
 from raytune_ft.experiment.report import write_report_or_say
+from raytune_ft.experiment.summary import BudgetOutcome, Summary, write_summary
 from raytune_ft.options import SearchConfig
 from raytune_ft.pipeline.confirm import confirm_and_rewrite
-from raytune_ft.pipeline.plan import SearchPlan, prepare
+from raytune_ft.pipeline.plan import SearchPlan, prepare, start_ray
 from raytune_ft.pipeline.testscore import score_and_rewrite
 from raytune_ft.storage import BUDGET_RECORD, DRIVER_LOG, OPTUNA_DB, ExperimentStorage
 
 if TYPE_CHECKING:
+    from ray.tune import ResultGrid
+
     from raytune_ft.experiment.results import TrialRow
+    from raytune_ft.tuning.budget import BudgetState
 
 
 @dataclass(frozen=True)
@@ -36,14 +40,15 @@ class SearchResult:
         status: "finished", "interrupted" (its state is saved: `resume_command` continues it)
             or "checked" (`check_only`: preflight passed, no trial ran).
         experiment: the experiment folder or URI.
-        summary: summary.json's content (best trial, metric, hyper-parameters, costs).
+        summary: summary.json as a record (best trial, metric, hyper-parameters, costs; None
+            for "checked"). `summary["best_metric"]` reads summary.json's key as before.
         rows: one `TrialRow` per trial, in creation order (row 0 is the config's recipe).
         config: the options the search ran with, every default resolved.
     """
 
     status: str
     experiment: str
-    summary: dict[str, Any]
+    summary: Summary | None
     rows: list[TrialRow]
     config: SearchConfig
 
@@ -51,25 +56,28 @@ class SearchResult:
     def best_hparams(self) -> dict[str, Any] | None:
         """The winner's hyper-parameters: the best confirmed mean when the search confirmed
         over seeds, else the best single run's."""
-        return self.summary.get("winner_hparams") or self.summary.get("best_hparams")
+        return self.summary.returned_hparams if self.summary else None
 
     @property
     def confirmation(self) -> dict[str, Any] | None:
-        """Seeds, every confirmed config's values, mean, std and paired interval to the recipe."""
-        return self.summary.get("confirmation")
+        """Seeds, every confirmed config's values, mean, std and paired interval to the recipe
+        (summary.json's "confirmation")."""
+        conf = self.summary.confirmation if self.summary else None
+        return conf.to_json() if conf else None
 
     @property
     def test_score(self) -> dict[str, Any] | None:
         """Winner and recipe scored on the held-out test set, when the config has one."""
-        return self.summary.get("test_score")
+        test = self.summary.test_score if self.summary else None
+        return test.to_json() if test else None
 
     @property
     def best_config(self) -> str | None:
-        return self.summary.get("best_config")
+        return self.summary.best_config if self.summary else None
 
     @property
     def best_checkpoint(self) -> str | None:
-        return self.summary.get("best_checkpoint")
+        return self.summary.best_checkpoint if self.summary else None
 
     @property
     def resume_command(self) -> str:
@@ -83,7 +91,7 @@ class TuneRun:
     """One Tune run of a search - the first, or an extension - after `fit()`."""
 
     where: ExperimentStorage  # where its Tune state lives
-    grid: Any  # Tune's ResultGrid
+    grid: ResultGrid
     statuses: dict[str, str]  # trial id -> Tune's saved status
 
     @property
@@ -95,7 +103,7 @@ def planned_trials(plan: SearchPlan) -> int:
     """The trials the search phase runs: --num-samples, or for --searcher grid the fixed
     points (the recipe, --points) and every point of the grid."""
     config = plan.config
-    if config.searcher == "grid":
+    if config.is_grid:
         return len(plan.points) + plan.job.space.grid_size(config.grid_points)
     return config.num_samples
 
@@ -114,7 +122,7 @@ def build_tuner(plan: SearchPlan, nodes: list[dict[str, float]], started_at: flo
     from raytune_ft.tuning.searcher import build_search_algorithm
     from raytune_ft.tuning.trackers import tune_callbacks
     from raytune_ft.tuning.trainable import tune_trainable
-    from raytune_ft.tuning.tuner import driven_trainable, restore_or_create
+    from raytune_ft.tuning.tuner import driven_trainable, new_tuner, restore_or_create
 
     config, job, exp = plan.config, plan.job, plan.experiment
     where = where or exp
@@ -130,25 +138,16 @@ def build_tuner(plan: SearchPlan, nodes: list[dict[str, float]], started_at: flo
         save_config(config, exp)
         search_alg = build_search_algorithm(config, points, job.metric, job.mode, exp,
                                             started_at)
-        optuna = config.searcher in ("tpe", "random")  # a grid's generator bounds itself
-        return tune.Tuner(
-            trainable,
-            param_space=job.space.to_tune(config.searcher, config.grid_points),
-            tune_config=tune.TuneConfig(
+        return new_tuner(
+            trainable, job.space.to_tune(config.searcher, config.grid_points),
+            tune.TuneConfig(
                 search_alg=search_alg,
                 scheduler=build_scheduler(config.scheduler, job.metric, job.mode,
                                           config.resolved_grace, config.reduction_factor),
-                # Tune's grid runs each fixed point once (it counts as one sample) and the
-                # grid once per sample left: the recipe and the grid, once each
-                num_samples=len(points) + 1 if config.searcher == "grid" else total,
-                max_concurrent_trials=config.max_concurrent if optuna else None,
-            ),
-            run_config=tune.RunConfig(
-                verbose=1 if config.verbose else 0,
-                failure_config=tune.FailureConfig(max_failures=0),
-                callbacks=[*tune_callbacks(config, exp, publish=[OPTUNA_DB]), progress],
-                **where.tune_run_kwargs()),
-        )
+                num_samples=config.tune_num_samples(len(points), total),
+                # a grid's generator bounds its concurrency itself
+                max_concurrent_trials=config.max_concurrent if config.uses_optuna else None),
+            config, where, [*tune_callbacks(config, exp, publish=[OPTUNA_DB]), progress])
 
     if config.resume:
         exp.fetch(OPTUNA_DB)  # the study a remote experiment keeps next to its Tune state
@@ -179,7 +178,7 @@ def run_tune(plan: SearchPlan, nodes: list[dict[str, float]], started: float) ->
                         config.verbose))
     ran = sum(len(r.statuses) for r in runs)
     more = config.num_samples - ran if config.num_samples > plan.saved_num_samples else 0
-    if more <= 0 or any(r.unfinished for r in runs) or config.searcher == "grid":
+    if more <= 0 or any(r.unfinished for r in runs) or config.is_grid:
         return runs
     where = extension_run(exp, len(runs))
     print(f"[raytune_ft] extending the search: {more} more trial(s) to {config.num_samples} in "
@@ -215,7 +214,7 @@ def run_search(config: SearchConfig) -> SearchResult:
         >>> print(result.best_hparams, result.best_config)  # doctest: +SKIP
     """
     from raytune_ft.engine.capacity import check_capacity, read_capacity
-    from raytune_ft.engine.cluster import init_ray, ray_logs_dir
+    from raytune_ft.engine.cluster import ray_logs_dir
     from raytune_ft.tuning.tuner import trial_driver_resources
 
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # see trackers
@@ -226,13 +225,7 @@ def run_search(config: SearchConfig) -> SearchResult:
     print(f"[raytune_ft] preflight OK in {time.time() - started:.1f}s: config {config.config}, "
           f"space {config.space}, {plan.train_images} train images, trial 0 = recipe "
           f"{plan.points[0]}", flush=True)
-    if config.verbose:
-        log_file = None
-    elif config.check_only:  # no experiment: Ray's start-up lines go to a scratch file
-        log_file = os.path.join(tempfile.mkdtemp(prefix="raytune_ft_check_"), DRIVER_LOG)
-    else:
-        log_file = plan.experiment.local_path(DRIVER_LOG)
-    nodes = init_ray(config.address, log_file=log_file)
+    nodes = start_ray(plan)
     waits_for_nodes = check_capacity(
         read_capacity(nodes), plan.job.resources,
         trial_cpus=trial_driver_resources(nodes)["cpu"] * config.max_concurrent,
@@ -242,14 +235,14 @@ def run_search(config: SearchConfig) -> SearchResult:
     if config.check_only:
         print(f"[raytune_ft] check-only: all checks passed in {time.time() - started:.1f}s "
               f"({len(nodes)} Ray node(s)); no trial was started.")
-        return SearchResult("checked", plan.experiment.path, {}, [], config)
+        return SearchResult("checked", plan.experiment.path, None, [], config)
     print(f"[raytune_ft] experiment {plan.experiment.path}: {planned_trials(plan)} trial(s)"
           + (f" or a time budget of {config.time_budget} (confirmation included), whichever "
              "ends first" if config.time_budget else "")
           + f", {config.searcher} + {config.scheduler}, metric {config.metric} ({config.mode})",
           flush=True)
     if not config.verbose:
-        print(f"[raytune_ft] full logs: per trial {plan.experiment.join('trials', 'trial_<id>')}"
+        print(f"[raytune_ft] full logs: per trial {plan.experiment.trial_path('<id>')}"
               f"/mmengine/ (mmengine's log, stdout.log with the evaluation tables); Ray's and "
               f"Optuna's {plan.experiment.join(DRIVER_LOG)}; every Ray process's (Train "
               f"controllers, workers) in {ray_logs_dir()} on its node; --verbose prints them "
@@ -259,17 +252,17 @@ def run_search(config: SearchConfig) -> SearchResult:
     rows, summary = finish(runs, plan, started)
     unfinished = [t for run in runs for t in run.unfinished]
     expected = planned_trials(plan)
-    budget = budget_outcome(plan, started, len(statuses))
-    stopped_by_budget = bool(budget.get("stopped_because", "").startswith("time budget"))
+    budget = budget_outcome(plan, len(statuses))
+    stopped_by_budget = budget is not None and budget.stopped_by_budget
     status = ("interrupted" if unfinished or (len(statuses) < expected and not stopped_by_budget)
               else "finished")
     if budget:
         print(f"[raytune_ft] search stopped after {len(statuses)} trial(s): "
-              f"{budget['stopped_because']}", flush=True)
+              f"{budget.stopped_because}", flush=True)
     confirm = status == "finished" and config.confirm > 0
     if confirm and not confirmation_fits(plan, started):
         print(f"[raytune_ft] the confirmation (about "
-              f"{format_duration(budget.get('confirmation_reserve_s') or 0)}) no longer fits in "
+              f"{format_duration(budget.confirmation_reserve_s)}) no longer fits in "
               f"--time-budget {config.time_budget}: skipped; run it later with python -m "
               f"raytune_ft.confirm {plan.experiment.path}", flush=True)
         confirm = False
@@ -286,20 +279,20 @@ def run_search(config: SearchConfig) -> SearchResult:
     if budget:
         summary = record_budget(plan, summary, budget, started)
     if status == "finished":
-        say_demo_prediction(config, len(rows))
+        say_demo_prediction(plan, len(rows))
     write_report_or_say(plan.experiment)
     return SearchResult(status, plan.experiment.path, summary, rows, config)
 
 
-def say_demo_prediction(config: SearchConfig, trials: int) -> None:
+def say_demo_prediction(plan: SearchPlan, trials: int) -> None:
     """On the demo with the default design: what the curve replay predicts for this many
     trials (is the returned config truly better than the recipe?)."""
-    from raytune_ft.data.demo import DEMO_CONFIG, DEMO_SPACE, replay_prediction
+    from raytune_ft.data.demo import DEMO_SPACE, replay_prediction
 
     design = ("scheduler", "searcher", "startup_trials", "confirm", "seeds", "grace",
               "reduction_factor", "max_concurrent")
-    default = SearchConfig()
-    if (config.config, config.space) != (str(DEMO_CONFIG), str(DEMO_SPACE)) or any(
+    config, default = plan.config, SearchConfig()
+    if not plan.is_demo or config.space != str(DEMO_SPACE) or any(
             getattr(config, k) != getattr(default, k) for k in design):
         return
     line = replay_prediction(trials)
@@ -307,58 +300,53 @@ def say_demo_prediction(config: SearchConfig, trials: int) -> None:
         print(f"[raytune_ft] {line}", flush=True)
 
 
-def _budget_state(plan: SearchPlan) -> dict[str, Any]:
+def _budget_state(plan: SearchPlan) -> BudgetState:
+    """budget.json as the searcher last wrote it ({} when it wrote none)."""
     import json
 
     path = plan.experiment.local_path(BUDGET_RECORD)
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def budget_outcome(plan: SearchPlan, started: float, trials: int) -> dict[str, Any]:
-    """The time budget's state when the search phase ended, and why it stopped ({} without a
-    budget)."""
+def budget_outcome(plan: SearchPlan, trials: int) -> BudgetOutcome | None:
+    """The time budget's state when the search phase ended, and why it stopped (None without
+    a budget)."""
     config = plan.config
     if config.time_budget is None:
-        return {}
+        return None
     state = _budget_state(plan)
-    if not state.get("stopped_because"):
-        expected = planned_trials(plan)
-        state["stopped_because"] = (f"--num-samples {config.num_samples} reached before the "
-                                    f"time budget" if trials >= expected else "interrupted")
-    return {"time_budget": config.time_budget, "time_budget_s": config.time_budget_s, **state}
+    because = state.get("stopped_because") or (
+        f"--num-samples {config.num_samples} reached before the time budget"
+        if trials >= planned_trials(plan) else "interrupted")
+    return BudgetOutcome.of(config.time_budget, config.time_budget_s, because, dict(state))
 
 
 def confirmation_fits(plan: SearchPlan, started: float) -> bool:
     """Without a time budget always; with one, `TimeBudget.confirmation_fits` on its state."""
-    from raytune_ft.budget import TimeBudget
+    from raytune_ft.tuning.budget import TimeBudget
 
-    if plan.config.time_budget is None:
+    config = plan.config
+    if config.time_budget is None:
         return True
     state = _budget_state(plan)
-    budget = TimeBudget(plan.config.time_budget_s, slots=plan.config.max_concurrent,
-                        confirm_runs=plan.config.confirm_runs,
-                        trial_lengths=list(state.get("trial_lengths_s") or []),
-                        full_lengths=list(state.get("full_lengths_s") or []))
+    budget = TimeBudget.from_state(state, config.time_budget_s, slots=config.max_concurrent,
+                                   confirm_runs=config.confirm_runs)
     return budget.confirmation_fits(time.time() - (state.get("started_at") or started))
 
 
-def record_budget(plan: SearchPlan, summary: dict[str, Any], budget: dict[str, Any],
-                  started: float) -> dict[str, Any]:
+def record_budget(plan: SearchPlan, summary: Summary, budget: BudgetOutcome,
+                  started: float) -> Summary:
     """summary.json gains the budget: its size, what was used, trials run, why it stopped."""
-    import json
-
-    used = time.time() - (budget.get("started_at") or started)
-    budget = {**budget, "used_s": used, "trials_run": summary.get("trials")}
-    summary = {**summary, "time_budget": budget}
-    plan.experiment.local_path("summary.json").write_text(
-        json.dumps(summary, indent=2, default=str))
-    plan.experiment.publish("summary.json")
-    print(f"[raytune_ft] time budget {budget['time_budget']}: used {format_duration(used)} "
-          f"({used / budget['time_budget_s']:.0%})", flush=True)
+    used = time.time() - (budget.started_at or started)
+    budget = dataclasses.replace(budget, used_s=used, trials_run=summary.trials)
+    summary = write_summary(plan.experiment, dataclasses.replace(summary, time_budget=budget))
+    print(f"[raytune_ft] time budget {budget.time_budget}: used {format_duration(used)} "
+          f"({used / budget.time_budget_s:.0%})", flush=True)
     return summary
 
 
-def finish(runs: list[TuneRun], plan: SearchPlan, started: float):
+def finish(runs: list[TuneRun], plan: SearchPlan,
+           started: float) -> tuple[list[TrialRow], Summary]:
     """Collect the trials of every Tune run into results files (trial numbers run on through
     the extensions) and print the final table; (rows, summary)."""
     from raytune_ft.experiment.results import (collect, format_table, read_rows, write_hparams,
@@ -380,16 +368,16 @@ def finish(runs: list[TuneRun], plan: SearchPlan, started: float):
     exp.publish(DRIVER_LOG)
     print("\n" + format_table(rows, job.metric))
     print(f"\n[raytune_ft] {len(rows)} trials in {time.time() - started:.0f}s; by status "
-          f"{summary['by_status']}")
-    if summary["best_trial"]:
-        print(f"[raytune_ft] best: trial {summary['best_trial']} {job.metric}="
-              f"{summary['best_metric']:.4f} (recipe/trial 0: {summary['trial0_metric']}); "
-              f"hyper-parameters {summary['best_hparams']}")
-        print(f"[raytune_ft] best config:     {summary['best_config']}")
-        print(f"[raytune_ft] best checkpoint: {summary.get('best_checkpoint')}")
+          f"{summary.by_status}")
+    if summary.best_trial:
+        print(f"[raytune_ft] best: trial {summary.best_trial} {job.metric}="
+              f"{summary.best_metric:.4f} (recipe/trial 0: {summary.trial0_metric}); "
+              f"hyper-parameters {summary.best_hparams}")
+        print(f"[raytune_ft] best config:     {summary.best_config}")
+        print(f"[raytune_ft] best checkpoint: {summary.best_checkpoint}")
     print(f"[raytune_ft] results:         {exp.join('results.csv')}, summary.json")
     print(f"[raytune_ft] TensorBoard:     tensorboard --logdir {exp.path}")
-    if summary["by_status"].get("errored"):
+    if summary.by_status.get("errored"):
         print("[raytune_ft] some trials errored: see the reason column of results.csv")
     return rows, summary
 

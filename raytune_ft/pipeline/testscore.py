@@ -8,17 +8,18 @@ mmengine's `Runner.test()`, in a Ray task with one trial worker's resources.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from raytune_ft.experiment.summary import Summary, TestNote, TestScore
 from raytune_ft.mmconfig.config import test_annotation
 from raytune_ft.storage import TRIALS_DIR
 
 if TYPE_CHECKING:
     from raytune_ft.experiment.confirmation import Confirmation
-    from raytune_ft.experiment.results import TrialRow
+    from raytune_ft.experiment.rows import TrialRow
     from raytune_ft.pipeline.plan import SearchPlan
+    from raytune_ft.tuning.trainable import SearchJob
 
 VAL_ONLY_NOTE = ("no held-out test set: the config's test_dataloader reads the val data, so "
                  "only val scores exist (a converter's --test-fraction makes one)")
@@ -26,41 +27,38 @@ DEMO_NOTE = ("val only: the embedded demo's four labelled source images all go i
              "train/val tiles, so it has no held-out test set")
 
 
-def test_score(plan: SearchPlan, rows: list[TrialRow], confirmation: Confirmation | None = None) -> dict[str, Any]:
-    """{"winner", "recipe", "metric", "test_annotation"} scored on test, or {"note"} why not.
+def test_score(plan: SearchPlan, rows: list[TrialRow],
+               confirmation: Confirmation | None = None) -> TestScore | TestNote:
+    """The returned config ("winner") and the recipe scored on test, or the note why not.
 
-    The winner is the confirmed winner's best seed run (else the search's best run); the
-    recipe its confirmation's best seed run (else trial 0).
+    The winner's run is `returned_config`'s (the confirmed winner's best seed run, else the
+    search's best run); the recipe's its confirmation's best seed run (else trial 0).
     """
     from mmengine.config import Config
 
-    from raytune_ft.data.demo import DEMO_CONFIG
-    from raytune_ft.experiment.results import best_row
+    from raytune_ft.experiment.confirmation import returned_config
 
     job = plan.job
     annotation = test_annotation(Config(job.cfg))
     if annotation is None:
-        demo = os.path.abspath(plan.config.config) == str(DEMO_CONFIG)
-        return {"note": DEMO_NOTE if demo else VAL_ONLY_NOTE}
-    runs: dict[str, tuple[Any, str]] = {}
-    winner_run = confirmation.best_run(confirmation.winner) if confirmation else None
-    if winner_run is not None:
-        runs["winner"] = (confirmation.job, winner_run.trial_id)
+        return TestNote(DEMO_NOTE if plan.is_demo else VAL_ONLY_NOTE)
+    runs: dict[str, tuple[SearchJob, str]] = {}
+    returned = returned_config(rows, job.mode, confirmation)
+    if returned is not None and returned.confirmed is not None:
+        runs["winner"] = (confirmation.job, returned.run.trial_id)
         recipe_run = confirmation.best_run(confirmation.recipe)
         if recipe_run is not None:
             runs["recipe"] = (confirmation.job, recipe_run.trial_id)
     else:
-        best = best_row([r for r in rows if r.phase == "search"], job.mode)
-        if best is not None:
-            runs["winner"] = (job, best.trial_id)
+        if returned is not None:
+            runs["winner"] = (job, returned.run.trial_id)
         if rows and rows[0].best_metric is not None:
             runs["recipe"] = (job, rows[0].trial_id)
     if not runs:
-        return {"note": "no finished run to score on test"}
+        return TestNote("no finished run to score on test")
     print(f"[raytune_ft] scoring {', '.join(runs)} on the held-out test set {annotation}",
           flush=True)
-    scores = score_on_test(job, runs)
-    return {**scores, "metric": job.metric, "test_annotation": annotation}
+    return TestScore(score_on_test(job, runs), job.metric, annotation)
 
 
 def _evaluate(cfg_dict: dict, run: dict[str, Any], metric: str, mode: str) -> dict[str, Any]:
@@ -91,7 +89,8 @@ def _evaluate(cfg_dict: dict, run: dict[str, Any], metric: str, mode: str) -> di
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
 
 
-def score_on_test(job, runs: dict[str, tuple[Any, str]]) -> dict[str, float | None]:
+def score_on_test(job: SearchJob, runs: dict[str, tuple[SearchJob, str]]
+                  ) -> dict[str, float | None]:
     """`runs`: label -> (the SearchJob whose experiment holds it, trial id). Each run's best
     checkpoint is tested in its own Ray task; returns label -> the metric on test."""
     import ray
@@ -112,9 +111,9 @@ def score_on_test(job, runs: dict[str, tuple[Any, str]]) -> dict[str, float | No
 
 
 def score_and_rewrite(plan: SearchPlan, rows: list[TrialRow],
-                      confirmation: Confirmation | None) -> dict[str, Any]:
+                      confirmation: Confirmation | None) -> Summary | None:
     """Score the winner and the recipe on the held-out test set (when the config has one) and
-    rewrite the results with it; {} when that fails (the results written so far stay)."""
+    rewrite the results with it; None when that fails (the results written so far stay)."""
     from raytune_ft.experiment.results import write_results
 
     try:
@@ -122,12 +121,12 @@ def score_and_rewrite(plan: SearchPlan, rows: list[TrialRow],
     except Exception as err:  # noqa: BLE001 - val results must survive a failing test run
         print(f"[raytune_ft] scoring on the test set failed ({type(err).__name__}: {err}); "
               "the val results are kept.", file=sys.stderr)
-        return {}
+        return None
     summary = write_results(rows, plan.job, confirmation, test)
-    if "note" in test:
-        print(f"[raytune_ft] test score: {test['note']}")
+    if isinstance(test, TestNote):
+        print(f"[raytune_ft] test score: {test.note}")
     else:
-        print(f"[raytune_ft] picked on val, scored on test ({test['test_annotation']}): "
+        print(f"[raytune_ft] picked on val, scored on test ({test.test_annotation}): "
               + ", ".join(f"{k} {v:.4f}" if v is not None else f"{k} -"
-                          for k, v in test.items() if k in ("winner", "recipe")))
+                          for k, v in test.scores.items()))
     return summary

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from raytune_ft.epoch_report import probe_key
 from raytune_ft.options import TrainConfig
 
 
@@ -130,7 +131,7 @@ def run_train(config: TrainConfig) -> TrainResult:
 
 def format_epochs(epochs: list[dict], metric: str) -> str:
     """One line per committed epoch: the metric, train loss, lr and speed."""
-    probe = f"probe/{metric}"
+    probe = probe_key(metric)
     lines = [f"{'epoch':>5}  {metric:>14}  {'train_loss':>10}  {'lr':>9}  {'it/s':>6}"
              + (f"  {'LR-step probe':>13}" if any(probe in e for e in epochs) else "")]
     for e in epochs:

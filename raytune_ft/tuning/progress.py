@@ -28,6 +28,8 @@ from typing import Any
 from ray.tune import Callback
 
 from raytune_ft.console import epoch_line, metric_text
+from raytune_ft.epoch_report import epoch_of, is_diverged, max_epochs_of
+from raytune_ft.tuning.trainable import ConfirmRun
 
 PROGRESS_EVERY_S = 300.0
 WAIT_NOTICE_S = 30.0  # a placement that takes longer is worth a line
@@ -44,12 +46,11 @@ def _short(value: Any) -> str:
 def describe(config: dict[str, Any]) -> str:
     """A trial's sampled point in words: `lr 0.02, max_epochs 6` (a confirmation run: the
     candidate's point, its source trial and the seed)."""
-    candidate = config.get("candidate")
-    point = candidate.get("point", {}) if isinstance(candidate, dict) else config
-    words = ", ".join(f"{k} {_short(v)}" for k, v in point.items()
-                      if k not in ("candidate", "seed"))
-    if isinstance(candidate, dict):
-        words += f" (config of trial {candidate.get('source')}), seed {config.get('seed')}"
+    run = ConfirmRun.of(config)
+    point = run.point if run is not None else config
+    words = ", ".join(f"{k} {_short(v)}" for k, v in point.items())
+    if run is not None:
+        words += f" (config of trial {run.source_trial}), seed {run.seed}"
     return words or "the config's recipe"
 
 
@@ -82,10 +83,10 @@ class ConsoleProgress(Callback):
                         **info: Any) -> None:
         self._last[trial.trial_id] = result
         value = result.get(self.metric)
-        if isinstance(value, (int, float)) and not result.get("diverged"):
+        if isinstance(value, (int, float)) and not is_diverged(result):
             best = self._best.get(trial.trial_id)
             if best is None or (value > best[0] if self.mode == "max" else value < best[0]):
-                self._best[trial.trial_id] = (float(value), int(result.get("epoch", 0)))
+                self._best[trial.trial_id] = (float(value), epoch_of(result))
         print(epoch_line(f"trial_{trial.trial_id}", result, self.metric), flush=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
@@ -107,7 +108,7 @@ class ConsoleProgress(Callback):
 
     def _say_wait(self, trial_id: str) -> None:
         """Name a trial whose workers wait for their resources, and say when they arrived."""
-        from raytune_ft.budget import format_duration
+        from raytune_ft.durations import format_duration
 
         try:
             times = self.experiment.phases(trial_id)
@@ -134,8 +135,8 @@ class ConsoleProgress(Callback):
     # -- lines ------------------------------------------------------------------------------
     def _why(self, trial_id: str) -> str:
         last = self._last.get(trial_id, {})
-        epoch, total = int(last.get("epoch", 0)), int(last.get("max_epochs", 0))
-        if last.get("diverged"):
+        epoch, total = epoch_of(last), max_epochs_of(last)
+        if is_diverged(last):
             return f"diverged (loss NaN/inf) in epoch {epoch}"
         if total and epoch < total:
             return f"stopped early by the scheduler after epoch {epoch} of {total}"
@@ -146,7 +147,7 @@ class ConsoleProgress(Callback):
         self._ended.add(trial.trial_id)
         best = self._best.get(trial.trial_id)
         last = self._last.get(trial.trial_id, {})
-        total = int(last.get("max_epochs", 0))
+        total = max_epochs_of(last)
         score = (f", best {self.metric} {metric_text(best[0])} at epoch {best[1]}"
                  + (f" of {total}" if total else "")) if best else ""
         print(f"[raytune_ft] trial {trial.trial_id} ended: {why}{score}", flush=True)
@@ -160,7 +161,7 @@ class ConsoleProgress(Callback):
         running = []
         for trial_id in sorted(self._running):
             last = self._last.get(trial_id, {})
-            running.append(f"{trial_id} epoch {last.get('epoch', 0)}/{last.get('max_epochs', '?')}"
+            running.append(f"{trial_id} epoch {epoch_of(last)}/{last.get('max_epochs', '?')}"
                            if last else f"{trial_id} starting")
         parts = [f"[{len(self._ended)}/{self.total} trials] "
                  + (f"best {metric_text(scored[best])} (trial {best})" if best

@@ -25,18 +25,11 @@ from typing import Any
 
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
-from raytune_ft.engine.probe import PROBE_PREFIX, probe_spec
+from raytune_ft.engine.probe import ProbeSpec, probe_spec
+from raytune_ft.epoch_report import has_stepped, is_diverged, probe_value
 
 PROGRESS_ATTR = "progress"
 _EPS = 1e-9  # progress e/max_epochs compared with grace * rf^k: never let rounding skip a rung
-
-
-def has_stepped(result: Mapping[str, Any]) -> bool:
-    """True once the trial has trained an epoch at its stepped lr (or has no step info)."""
-    epoch, step = result.get("epoch"), result.get("lr_step_epoch")
-    if epoch is None or step is None:
-        return True
-    return int(epoch) > int(step)
 
 
 def ranked_value(result: Mapping[str, Any], metric: str) -> float | None:
@@ -47,10 +40,10 @@ def ranked_value(result: Mapping[str, Any], metric: str) -> float | None:
     """
     if metric not in result:
         return None
-    if result.get("diverged") or has_stepped(result):
+    if is_diverged(result) or has_stepped(result):
         return float(result[metric])
-    probe = result.get(PROBE_PREFIX + metric)
-    return None if probe is None or not math.isfinite(float(probe)) else float(probe)
+    probe = probe_value(result, metric)
+    return None if probe is None or not math.isfinite(probe) else probe
 
 
 def rung_fractions(grace: float, reduction_factor: float, max_t: float = 1.0) -> list[float]:
@@ -147,7 +140,7 @@ SCHEDULER_RULES: dict[str, SchedulerRule] = {  # the names are options.SCHEDULER
 
 
 def search_probe_spec(scheduler: str, grace: float, reduction_factor: float,
-                      probe_length: float) -> dict[str, Any] | None:
+                      probe_length: float) -> ProbeSpec | None:
     """The probe a search's trials run: at the rungs of a probing rule, none for the others."""
     if not SCHEDULER_RULES[scheduler].probes:
         return None

@@ -15,7 +15,7 @@ winner. Here:
 `optuna.db` therefore shows stopped trials as PRUNED with their probe/post-step values.
 
 With a time budget (`set_time_budget`, `--time-budget`) the searcher is also where a search
-stops starting trials: `suggest` answers `Searcher.FINISHED` once `raytune_ft.budget.TimeBudget`
+stops starting trials: `suggest` answers `Searcher.FINISHED` once `raytune_ft.tuning.budget.TimeBudget`
 says the rest of the budget cannot hold another trial and the confirmation; Tune lets the
 running trials finish. Its state (started_at, trial lengths) is pickled with the searcher, so
 a resumed search keeps the deadline of its first start.
@@ -31,18 +31,11 @@ from typing import Any
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from raytune_ft.budget import TimeBudget
+from raytune_ft.epoch_report import is_diverged, stopped_early
 from raytune_ft.options import TPE_CONSTANT_LIAR, TPE_MULTIVARIATE, SearchConfig
 from raytune_ft.storage import BUDGET_RECORD, OPTUNA_DB, ExperimentStorage
+from raytune_ft.tuning.budget import BudgetState, TimeBudget
 from raytune_ft.tuning.scheduler import ranked_value
-
-
-def stopped_early(result: dict[str, Any] | None) -> bool:
-    """A result that ends a trial before its schedule's last epoch (not by diverging)."""
-    if not result or result.get("diverged"):
-        return False
-    epoch, max_epochs = result.get("epoch"), result.get("max_epochs")
-    return epoch is not None and max_epochs is not None and int(epoch) < int(max_epochs)
 
 
 class StepFairOptunaSearch(OptunaSearch):
@@ -83,14 +76,10 @@ class StepFairOptunaSearch(OptunaSearch):
             self._trial_started.setdefault(trial_id, time.time())
         return suggestion
 
-    def budget_state(self) -> dict[str, Any]:
+    def budget_state(self) -> BudgetState:
+        """The budget's state as budget.json keeps it ({} without a budget)."""
         b = self.time_budget
-        return {} if b is None else {
-            "time_budget_s": b.total, "started_at": self._budget_started_at,
-            "trials_started": len(self._trial_started), "trial_lengths_s": b.trial_lengths,
-            "full_lengths_s": b.full_lengths,
-            "average_trial_s": b.average_trial, "confirmation_reserve_s": b.reserve,
-            "stopped_because": b.stopped_because}
+        return {} if b is None else b.to_state(self._budget_started_at, len(self._trial_started))
 
     def _write_budget(self) -> None:
         if self._budget_record:
@@ -114,7 +103,7 @@ class StepFairOptunaSearch(OptunaSearch):
         started = self._trial_started.get(trial_id)
         if self.time_budget is not None and started is not None \
                 and trial_id not in self._completed_trials:
-            full = bool(result) and not error and not result.get("diverged") \
+            full = bool(result) and not error and not is_diverged(result) \
                 and not stopped_early(result)
             self.time_budget.trial_ended(time.time() - started, full)
             self._write_budget()

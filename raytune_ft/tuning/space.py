@@ -17,7 +17,6 @@ This module never imports Ray: `to_tune` builds the Tune distributions lazily.
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,21 +47,6 @@ class Param:
     values: tuple[Any, ...] = ()
     step: float | None = None
     log: bool = False
-
-    def sample(self, rng: random.Random) -> Any:
-        if self.type == "choice":
-            return rng.choice(self.values)
-        if self.type == "int":
-            step = int(self.step or 1)
-            if self.log:
-                value = int(round(math.exp(rng.uniform(math.log(self.low), math.log(self.high)))))
-            else:
-                value = rng.randint(int(self.low), int(self.high))
-            return int(self.low) + (value - int(self.low)) // step * step
-        if self.type == "loguniform" or self.log:
-            return math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
-        value = rng.uniform(self.low, self.high)
-        return round(value / self.step) * self.step if self.step else value
 
     def grid(self, points: int) -> list[Any]:
         """Evenly spaced values (log-spaced for log distributions) for grid search."""
@@ -109,9 +93,6 @@ class SearchSpace:
                 out[name] = tune.quniform(p.low, p.high, p.step) if p.step \
                     else tune.uniform(p.low, p.high)
         return out
-
-    def sample(self, rng: random.Random) -> dict[str, Any]:
-        return {name: p.sample(rng) for name, p in self.params.items()}
 
     def grid_size(self, grid_points: int = 3) -> int:
         """How many points `--searcher grid` runs beside the fixed ones: the product of every

@@ -13,11 +13,12 @@ from typing import Any
 
 from mmengine.config import Config
 
-from raytune_ft.budget import parse_duration
+from raytune_ft.durations import parse_duration
 from raytune_ft.mmconfig.hparams import apply_hparams
 from raytune_ft.options import DEFAULT_MAX_PREEMPTIONS, DEFAULT_RESOURCE_WAIT
 from raytune_ft.tuning.space import SearchSpace, TrialShape, to_hparams
 from raytune_ft.storage import ExperimentStorage
+from raytune_ft.engine.probe import ProbeSpec
 from raytune_ft.engine.trial import (TrialResources, TrialSpec, run_trial,
                                     worker_group_start_timeout)
 
@@ -36,7 +37,7 @@ class SearchJob:
     mode: str
     max_failures: int
     num_to_keep: int
-    probe: dict[str, Any] | None = None  # LR-step probe at the scheduler's rungs (step-probe)
+    probe: ProbeSpec | None = None  # LR-step probe at the scheduler's rungs (step-probe)
     verbose: bool = False
     max_preemptions: int = DEFAULT_MAX_PREEMPTIONS
     resource_wait_s: float = parse_duration(DEFAULT_RESOURCE_WAIT)
@@ -44,10 +45,37 @@ class SearchJob:
     start_timeout_s: float = field(default_factory=worker_group_start_timeout)
 
 
+@dataclass(frozen=True)
+class ConfirmRun:
+    """A confirmation run: a search trial's config re-run with a fresh seed.
+
+    Tune sees it as the plain config `{"candidate": {"source": trial id, "point": {...}},
+    "seed": s}` (a grid over candidates x seeds; the dict is what older experiments saved),
+    built by `candidate` and read back by `of`."""
+
+    source_trial: str
+    point: dict[str, Any]
+    seed: int
+
+    @staticmethod
+    def candidate(source_trial: str, point: dict[str, Any]) -> dict[str, Any]:
+        """One value of the confirmation's grid over candidates."""
+        return {"source": source_trial, "point": point}
+
+    @classmethod
+    def of(cls, config: dict[str, Any]) -> ConfirmRun | None:
+        """The confirmation run a Tune trial config describes (None for a search trial)."""
+        candidate = config.get("candidate")
+        if not isinstance(candidate, dict):
+            return None
+        return cls(candidate.get("source"), candidate.get("point", {}), int(config.get("seed")))
+
+
 def sampled_point(config: dict[str, Any]) -> dict[str, Any]:
     """The space's point of a Tune trial config: the config itself for a search trial, its
-    candidate's point for a confirmation run ({"candidate": {"point": ...}, "seed": s})."""
-    return config["candidate"]["point"] if "candidate" in config else config
+    candidate's point for a confirmation run (`ConfirmRun`)."""
+    run = ConfirmRun.of(config)
+    return run.point if run is not None else config
 
 
 def trial_hparams(config: dict[str, Any], job: SearchJob) -> dict[str, Any]:
@@ -61,9 +89,9 @@ def tune_trainable(config: dict[str, Any], job: SearchJob) -> None:
 
 
 def confirm_trainable(config: dict[str, Any], job: SearchJob) -> None:
-    """A confirmation run: `config` = {"candidate": {"point": ..., "source": trial id},
-    "seed": s}; the candidate's full schedule with mmengine's `randomness.seed` = s."""
-    _run(config, job, seed=int(config["seed"]))
+    """A confirmation run (`ConfirmRun`): the candidate's full schedule with mmengine's
+    `randomness.seed` = its seed."""
+    _run(config, job, seed=ConfirmRun.of(config).seed)
 
 
 def _run(config: dict[str, Any], job: SearchJob, seed: int | None = None) -> None:

@@ -7,10 +7,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from raytune_ft.errors import UserError
 from raytune_ft.storage import ExperimentStorage
+
+if TYPE_CHECKING:
+    from ray.tune import Tuner
+
+    from raytune_ft.options import SearchConfig
+    from raytune_ft.tuning.trainable import SearchJob
 
 TRIAL_DRIVER_CPU = 0.01  # the Tune trial only drives a Train run; its workers hold the resources
 
@@ -23,7 +29,7 @@ def trial_driver_resources(nodes: list[dict[str, float]]) -> dict[str, float]:
     return {"cpu": TRIAL_DRIVER_CPU}
 
 
-def driven_trainable(function: Callable, job: Any, nodes: list[dict[str, float]]):
+def driven_trainable(function: Callable, job: SearchJob, nodes: list[dict[str, float]]):
     """`function(config, job)` as a Tune trainable that reserves only what driving one Train
     run needs (`trial_driver_resources`); the job reaches each trial through the object store."""
     from ray import tune
@@ -57,6 +63,21 @@ def restore_or_create(trainable: Any, experiment: ExperimentStorage,
     return create()
 
 
+def new_tuner(trainable: Any, param_space: dict[str, Any], tune_config: Any,
+              config: SearchConfig, where: ExperimentStorage, callbacks: list[Any]) -> Tuner:
+    """A Tune run of the search or of its confirmation: `tune_config` (search algorithm,
+    scheduler, samples) is the caller's; the rest is the same for both: Tune's own output
+    only with --verbose, no Tune-level retries (a trial's retries are Ray Train's, from its
+    checkpoint), raytune_ft's `callbacks`, the run's state in `where`."""
+    from ray import tune
+
+    return tune.Tuner(
+        trainable, param_space=param_space, tune_config=tune_config,
+        run_config=tune.RunConfig(verbose=1 if config.verbose else 0,
+                                  failure_config=tune.FailureConfig(max_failures=0),
+                                  callbacks=callbacks, **where.tune_run_kwargs()))
+
+
 def fit_quietly(tuner, verbose: bool):
     """`tuner.fit()`; unless `verbose`, with Tune's legacy reporter (`RAY_AIR_NEW_OUTPUT=0`),
     which at `RunConfig(verbose=0)` prints nothing (the new one still prints its experiment
@@ -84,4 +105,5 @@ def trial_statuses(experiment: ExperimentStorage) -> dict[str, str]:
     return {t.trial_id: t.status for t in analysis.trials}
 
 
-__all__ = ["TRIAL_DRIVER_CPU", "driven_trainable", "fit_quietly", "restore_or_create", "trial_driver_resources", "trial_statuses"]
+__all__ = ["TRIAL_DRIVER_CPU", "driven_trainable", "fit_quietly", "new_tuner", "restore_or_create",
+           "trial_driver_resources", "trial_statuses"]

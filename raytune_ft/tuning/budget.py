@@ -12,55 +12,36 @@ clock), so what the replay predicts is what the search does:
     Running trials always finish; nothing is cut mid-epoch. The confirmation then runs if it
     ends within the budget plus one average trial (the same slack the running trials have).
 
-Pure Python (no Ray): the search's searcher asks `can_start`, the replay calls it with its own
-clock.
+Pure Python (no Ray): the search's searcher asks `can_start`, the replay (raytune_ft.simulate)
+calls it with its own clock. Its state is kept in the experiment's budget.json
+(`to_state` / `from_state`), which summary.json's `time_budget` includes.
+
+Its class path `raytune_ft.budget.TimeBudget` (pickled with the searcher into older
+experiments' tuner.pkl) still imports: raytune_ft._moved.
 """
 
 from __future__ import annotations
 
 import math
-import re
 import statistics
 from dataclasses import dataclass, field
+from typing import Any, TypedDict
 
-from raytune_ft.errors import UserError
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhd])", re.IGNORECASE)
+from raytune_ft.durations import format_duration
 
 
-def parse_duration(text: str, name: str = "--time-budget") -> float:
-    """Seconds in a duration such as `5h`, `90m`, `1h30m`, `45s` or a bare number of seconds;
-    UserError naming `name` for anything that is not a positive duration."""
-    raw = str(text).strip()
-    example = f"e.g. {name} 5h, 90m or 1h30m"
-    try:
-        seconds = float(raw)
-    except ValueError:
-        parts = _PART.findall(raw)
-        if not parts or _PART.sub("", raw).strip():
-            raise UserError(f"{name} must be a duration such as 5h, 90m, 1h30m or 45s; got "
-                            f"{text!r}.") from None
-        seconds = sum(float(v) * _UNITS[u.lower()] for v, u in parts)
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise UserError(f"{name} must be a positive duration ({example}); got {text!r}.")
-    return seconds
+class BudgetState(TypedDict, total=False):
+    """budget.json: a running search's budget, written by its searcher at each trial's end and
+    when it stops starting trials."""
 
-
-def format_duration(seconds: float) -> str:
-    """`3725` -> `1h02m`, `95` -> `1m35s`: how the console and summary.json say a duration."""
-    seconds = max(0.0, float(seconds))
-    if seconds >= 3600:
-        return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
-    if seconds >= 60:
-        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
-    return f"{seconds:.0f}s"
-
-
-def confirmation_runs(configs: int, seeds: int) -> int:
-    """Full-schedule runs a confirmation of `configs` configs makes: (configs + the recipe) x
-    seeds; 0 without a confirmation."""
-    return (configs + 1) * seeds if configs else 0
+    time_budget_s: float
+    started_at: float  # when the budget's clock started (the first run of the search)
+    trials_started: int
+    trial_lengths_s: list[float]
+    full_lengths_s: list[float]
+    average_trial_s: float | None
+    confirmation_reserve_s: float
+    stopped_because: str | None
 
 
 @dataclass
@@ -121,3 +102,19 @@ class TimeBudget:
         trial), so a reserve kept for it is not thrown away by a trial that ran long. Beyond
         that it is skipped (`python -m raytune_ft.confirm` runs it later)."""
         return elapsed + self.reserve <= self.total + (self.average_trial or 0.0)
+
+    def to_state(self, started_at: float, trials_started: int) -> BudgetState:
+        """What budget.json keeps (`from_state` reads it back)."""
+        return {"time_budget_s": self.total, "started_at": started_at,
+                "trials_started": trials_started, "trial_lengths_s": self.trial_lengths,
+                "full_lengths_s": self.full_lengths, "average_trial_s": self.average_trial,
+                "confirmation_reserve_s": self.reserve, "stopped_because": self.stopped_because}
+
+    @classmethod
+    def from_state(cls, state: BudgetState | dict[str, Any], total: float, slots: int = 1,
+                   confirm_runs: int = 0) -> TimeBudget:
+        """The budget as budget.json left it: the trials that ended and why it stopped."""
+        return cls(total, slots=slots, confirm_runs=confirm_runs,
+                   trial_lengths=list(state.get("trial_lengths_s") or []),
+                   full_lengths=list(state.get("full_lengths_s") or []),
+                   stopped_because=state.get("stopped_because"))
