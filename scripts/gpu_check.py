@@ -180,7 +180,7 @@ class Check:
                 and "errored" not in statuses, "statuses": statuses,
                 "device_seconds": [round(r.device_seconds, 1) for r in result.rows],
                 "wait_seconds": [round(r.wait_seconds, 1) for r in result.rows],
-                "by_status": result.summary.get("by_status")}
+                "by_status": result.summary.by_status if result.summary else None}
 
     def amp(self) -> dict:
         from raytune_ft.engine.trial import TrialResources, TrialSpec, run_trial
