@@ -145,3 +145,21 @@ def test_the_replay_bench_writes_its_json_and_plot_where_asked(tmp_path):
     assert "median" in written["designs"]["default"]["true_quality"]
     png = out.with_suffix(".png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_a_design_is_the_search_options_plus_what_only_a_replay_varies():
+    """Grace, start-up trials, the confirmation and its seeds come from SearchConfig under
+    their flag names: the replayed default is what `python -m raytune_ft.search` runs, and a
+    rule's own default grace (progress-asha's 0.34) needs no copy in bench/."""
+    from raytune_ft import SearchConfig
+    from raytune_ft.options import OLD_GRACE
+
+    assert Design("default").options == SearchConfig()
+    old = Design.of("old", scheduler="progress-asha", stock_optuna=True, startup_trials=10)
+    assert old.options.resolved_grace == OLD_GRACE and old.stock_optuna
+    assert old.options.startup_trials == 10 and old.sampler == "tpe"
+    assert Design.of("gp", searcher="gp").sampler == "gp"  # a sampler the CLI does not offer
+    quiet = Design.of("c", confirm=1, seeds=2).with_options(confirm=0)
+    assert (quiet.confirm, quiet.seeds, quiet.confirm_runs) == (0, 2, 0)
+    with pytest.raises(UserError, match="--grace"):
+        Design.of("bad", grace=1.5)  # options are validated as the CLI validates them
