@@ -20,6 +20,8 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+from raytune_ft.epoch_report import epoch_of, is_diverged, max_epochs_of, probe_key
+
 # Warnings that are known, harmless and repeated in every process: the start of their message
 # (a literal prefix, as PYTHONWARNINGS matches it). All are UserWarnings.
 KNOWN_NOISE = (
@@ -120,8 +122,6 @@ def say(line: str) -> None:
 
 def epoch_line(name: str, report: dict, metric: str | None) -> str:
     """`trial_x  epoch 3/6  coco/bbox_mAP 0.0340  loss 0.912  lr 2.00e-02  2.9 it/s  ETA 31s`"""
-    from raytune_ft.epoch_report import epoch_of, is_diverged, max_epochs_of, probe_key
-
     epoch, total = epoch_of(report), max_epochs_of(report)
     parts = [f"[raytune_ft] {name}  epoch {epoch}/{total}"]
     if metric and isinstance(report.get(metric), (int, float)):

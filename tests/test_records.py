@@ -93,8 +93,10 @@ def _row(trial_id: str, order: int, value: float | None, **kw) -> TrialRow:
 
 def test_the_search_returns_its_best_run_without_a_confirmation():
     rows = [_row("recipe", 0, 0.10), _row("best", 1, 0.20), _row("nan", 2, None)]
-    returned = returned_config(rows, "max")
+    search_job = object()  # stands in for the search's SearchJob: only passed through
+    returned = returned_config(rows, "max", None, search_job)
     assert returned.trial_id == "best" and returned.run is rows[1]
+    assert returned.job is search_job  # its checkpoint is in the search's experiment
     assert returned.confirmed is None and returned.point == {"lr": 0.02}
     assert returned_config(rows, "min").trial_id == "recipe"
     assert returned_config([_row("x", 0, None)], "max") is None
@@ -102,15 +104,16 @@ def test_the_search_returns_its_best_run_without_a_confirmation():
 
 def test_a_confirmed_winner_is_returned_over_the_best_single_run():
     rows = [_row("recipe", 0, 0.10), _row("lucky", 1, 0.30), _row("solid", 2, 0.25)]
-    conf = Confirmation([1, 2], pick_candidates(rows, 2, "max"), "max")
+    conf = Confirmation([1, 2], pick_candidates(rows, 2, "max"), "max", job=object())
     values = {"lucky": (0.05, 0.07), "solid": (0.22, 0.24), "recipe": (0.10, 0.11)}
     for c in conf.candidates:
         c.rows = [_row(f"{c.source_trial}{s}", 9, v, phase="confirm", seed=s,
                        source_trial=c.source_trial)
                   for s, v in zip((1, 2), values[c.source_trial])]
     score(conf)
-    returned = returned_config(rows, "max", conf)
+    returned = returned_config(rows, "max", conf, object())
     assert returned.trial_id == "solid" and returned.confirmed is conf.winner
+    assert returned.job is conf.job  # the winner's seed runs are in the confirmation's folder
     assert returned.run.trial_id == "solid2"  # the winner's best seed run: its checkpoint
     # a confirmation that named no winner (a seed missing everywhere) leaves the search's best
     for c in conf.candidates:

@@ -116,27 +116,30 @@ class ReturnedConfig:
     """The config a search hands its user (best_config.py, best_checkpoint.pth, the test
     score's "winner"): the confirmation's winner when one was confirmed, else the search's best
     trial. `run` is the run whose checkpoint is returned: the winner's best seed run, or the
-    best trial itself (None in a replay, whose confirmation has values but no runs)."""
+    best trial itself (None in a replay, whose confirmation has values but no runs); `job` the
+    SearchJob whose experiment holds `run` (the confirmation's or the search's)."""
 
     trial_id: str  # the search trial whose config it is
     point: dict[str, Any]  # its sampled point, in the space's terms
     hparams: dict[str, Any]
     run: TrialRow | None
+    job: SearchJob | None = None
     confirmed: Candidate | None = None  # the confirmation's winner, when it picked one
 
 
-def returned_config(rows: list[TrialRow], mode: str,
-                    confirmation: Confirmation | None = None) -> ReturnedConfig | None:
+def returned_config(rows: list[TrialRow], mode: str, confirmation: Confirmation | None = None,
+                    search_job: SearchJob | None = None) -> ReturnedConfig | None:
     """Which config a search returns: the one rule the search, its results files and the curve
-    replay follow (None when no search trial scored)."""
+    replay follow (None when no search trial scored). `search_job` is the search's own job,
+    the one that holds its trials' runs."""
     winner = confirmation.winner if confirmation is not None else None
     if winner is not None:
         return ReturnedConfig(winner.source_trial, winner.point, winner.hparams,
-                              confirmation.best_run(winner), confirmed=winner)
+                              confirmation.best_run(winner), confirmation.job, confirmed=winner)
     best = best_row([r for r in rows if r.phase == "search"], mode)
     if best is None:
         return None
-    return ReturnedConfig(best.trial_id, best.config, best.hparams, best)
+    return ReturnedConfig(best.trial_id, best.config, best.hparams, best, search_job)
 
 
 def paired_interval(diffs: list[float], level: float = 0.95) -> dict[str, Any]:

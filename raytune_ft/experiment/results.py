@@ -23,7 +23,7 @@ from raytune_ft.tuning.trainable import SearchJob, sampled_point, trial_hparams
 
 if TYPE_CHECKING:
     from raytune_ft.experiment.confirmation import Confirmation
-    from raytune_ft.experiment.summary import BudgetOutcome, TestNote, TestScore
+    from raytune_ft.experiment.summary import TestNote, TestScore
 
 __all__ = ["TrialRow", "best_row", "collect", "format_table", "read_rows", "trial_row",
            "write_best_config", "write_csv", "write_hparams", "write_results"]
@@ -123,15 +123,14 @@ def _first_line(error: BaseException) -> str:
 
 
 def write_results(rows: list[TrialRow], job: SearchJob, confirmation: Confirmation | None = None,
-                  test: TestScore | TestNote | None = None,
-                  time_budget: BudgetOutcome | None = None) -> Summary:
+                  test: TestScore | TestNote | None = None) -> Summary:
     """Write results.csv, trials.json, summary.json, best_config.py and best_checkpoint.pth into
     the experiment (its folder, or the staging mirror published to its URI); return the summary.
 
     With a `confirmation` its runs are extra rows, the summary gains its statistics, and
     best_config.py / best_checkpoint.pth follow `returned_config`. `test`
     (raytune_ft.pipeline.testscore.test_score) adds the held-out test scores, or the note why
-    there are none; `time_budget` the budget's outcome.
+    there are none.
     """
     exp = job.experiment
     every = rows + (confirmation.rows if confirmation else [])
@@ -143,25 +142,22 @@ def write_results(rows: list[TrialRow], job: SearchJob, confirmation: Confirmati
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.status] = counts.get(r.status, 0) + 1
-    returned = returned_config(rows, job.mode, confirmation)
+    returned = returned_config(rows, job.mode, confirmation, job)
+    confirmed = returned.confirmed if returned is not None else None
     best_config = best_checkpoint = None
-    if returned is not None and returned.confirmed is not None:
-        winner = returned.confirmed
-        header = (f"confirmed winner: trial {winner.source_trial}, {job.metric} mean "
-                  f"{winner.mean:.4f} +- {winner.std:.4f} over seeds {confirmation.seeds}")
-        run_job = confirmation.job
-    elif returned is not None:
-        header = (f"best trial {best.trial_id}, {job.metric}={best.best_metric:.4f} at epoch "
-                  f"{best.best_epoch} (one run, not confirmed over seeds)")
-        run_job = job
     if returned is not None:
+        run = returned.run
+        header = (f"confirmed winner: trial {confirmed.source_trial}, {job.metric} mean "
+                  f"{confirmed.mean:.4f} +- {confirmed.std:.4f} over seeds {confirmation.seeds}"
+                  if confirmed is not None else
+                  f"best trial {run.trial_id}, {job.metric}={run.best_metric:.4f} at epoch "
+                  f"{run.best_epoch} (one run, not confirmed over seeds)")
         write_best_config(job, returned.hparams, header, exp.local_path("best_config.py"))
-        ckpt = copy_best_checkpoint(run_job, returned.run, exp.local_path("best_checkpoint.pth"))
+        ckpt = copy_best_checkpoint(returned.job, run, exp.local_path("best_checkpoint.pth"))
         best_config = exp.join("best_config.py")
         best_checkpoint = exp.join("best_checkpoint.pth") if ckpt else None
     for name in ("results.csv", "trials.json", "best_config.py", "best_checkpoint.pth"):
         exp.publish(name)
-    confirmed = returned.confirmed if returned is not None else None
     return write_summary(exp, Summary(
         metric=job.metric, mode=job.mode, trials=len(rows), by_status=counts,
         best_trial=best.trial_id if best else None,
@@ -178,7 +174,7 @@ def write_results(rows: list[TrialRow], job: SearchJob, confirmation: Confirmati
         confirmation=confirmation.record() if confirmation is not None else None,
         winner_trial=confirmed.source_trial if confirmed else None,
         winner_hparams=confirmed.hparams if confirmed else None,
-        best_config=best_config, best_checkpoint=best_checkpoint, time_budget=time_budget))
+        best_config=best_config, best_checkpoint=best_checkpoint))
 
 
 def write_csv(rows: list[TrialRow], job: SearchJob, path: Path) -> None:

@@ -260,7 +260,7 @@ def run_search(config: SearchConfig) -> SearchResult:
         print(f"[raytune_ft] search stopped after {len(statuses)} trial(s): "
               f"{budget.stopped_because}", flush=True)
     confirm = status == "finished" and config.confirm > 0
-    if confirm and not confirmation_fits(plan, started):
+    if confirm and not confirmation_fits(plan, budget, started):
         print(f"[raytune_ft] the confirmation (about "
               f"{format_duration(budget.confirmation_reserve_s)}) no longer fits in "
               f"--time-budget {config.time_budget}: skipped; run it later with python -m "
@@ -318,20 +318,20 @@ def budget_outcome(plan: SearchPlan, trials: int) -> BudgetOutcome | None:
     because = state.get("stopped_because") or (
         f"--num-samples {config.num_samples} reached before the time budget"
         if trials >= planned_trials(plan) else "interrupted")
-    return BudgetOutcome.of(config.time_budget, config.time_budget_s, because, dict(state))
+    return BudgetOutcome.of(config.time_budget, config.time_budget_s, because, state)
 
 
-def confirmation_fits(plan: SearchPlan, started: float) -> bool:
-    """Without a time budget always; with one, `TimeBudget.confirmation_fits` on its state."""
+def confirmation_fits(plan: SearchPlan, budget: BudgetOutcome | None, started: float) -> bool:
+    """Without a time budget always; with one, `TimeBudget.confirmation_fits` on the state
+    the search phase ended with (`budget_outcome`)."""
     from raytune_ft.tuning.budget import TimeBudget
 
-    config = plan.config
-    if config.time_budget is None:
+    if budget is None:
         return True
-    state = _budget_state(plan)
-    budget = TimeBudget.from_state(state, config.time_budget_s, slots=config.max_concurrent,
-                                   confirm_runs=config.confirm_runs)
-    return budget.confirmation_fits(time.time() - (state.get("started_at") or started))
+    clock = TimeBudget.from_state(budget.state, budget.time_budget_s,
+                                  slots=plan.config.max_concurrent,
+                                  confirm_runs=plan.config.confirm_runs)
+    return clock.confirmation_fits(time.time() - (budget.started_at or started))
 
 
 def record_budget(plan: SearchPlan, summary: Summary, budget: BudgetOutcome,

@@ -43,17 +43,15 @@ def test_score(plan: SearchPlan, rows: list[TrialRow],
     if annotation is None:
         return TestNote(DEMO_NOTE if plan.is_demo else VAL_ONLY_NOTE)
     runs: dict[str, tuple[SearchJob, str]] = {}
-    returned = returned_config(rows, job.mode, confirmation)
+    returned = returned_config(rows, job.mode, confirmation, job)
+    if returned is not None:
+        runs["winner"] = (returned.job, returned.run.trial_id)
     if returned is not None and returned.confirmed is not None:
-        runs["winner"] = (confirmation.job, returned.run.trial_id)
         recipe_run = confirmation.best_run(confirmation.recipe)
         if recipe_run is not None:
             runs["recipe"] = (confirmation.job, recipe_run.trial_id)
-    else:
-        if returned is not None:
-            runs["winner"] = (job, returned.run.trial_id)
-        if rows and rows[0].best_metric is not None:
-            runs["recipe"] = (job, rows[0].trial_id)
+    elif rows and rows[0].best_metric is not None:
+        runs["recipe"] = (job, rows[0].trial_id)
     if not runs:
         return TestNote("no finished run to score on test")
     print(f"[raytune_ft] scoring {', '.join(runs)} on the held-out test set {annotation}",
