@@ -16,6 +16,37 @@ from raytune_ft.cli.search import main as search_main
 TILE = re.compile(r"(?P<stem>.+)_r(?P<row>\d+)_c(?P<col>\d+)\.png")
 
 
+def test_two_searches_starting_at_once_on_a_fresh_machine_build_one_whole_demo(tmp_path):
+    """`make test` on two workers, or a user's two first searches: both build the demo at the
+    same moment. The demo folder appears whole or not at all (a search that finds it never
+    reads a half-written annotation file), both builds end with the whole demo and its
+    checkpoint, and no staging folder or partial checkpoint is left beside it."""
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "data" / "demo"
+    build = ("import sys; from pathlib import Path; from raytune_ft.data.demo import "
+             "ensure_demo; from raytune_ft.data.weights import is_current_checkpoint; "
+             "d = ensure_demo(Path(sys.argv[1])); "
+             "assert is_current_checkpoint(d / 'mobilenet_v2_imagenet_mmdet.pth')")
+    procs = [subprocess.Popen([sys.executable, "-c", build, str(out)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    seen_partial = []
+    while any(p.poll() is None for p in procs):  # what a third search would find meanwhile
+        if out.exists() and not (out / "READY").exists():
+            seen_partial.append(sorted(p.name for p in out.iterdir()))
+        time.sleep(0.01)
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+    assert not seen_partial, seen_partial[0]
+    assert json.loads((out / "READY").read_text())["train_images"] == len(
+        json.loads((out / "annotations" / "train.json").read_text())["images"])
+    assert [p.name for p in out.parent.iterdir()] == ["demo"]
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
 def test_demo_data_is_real_tiles_with_disjoint_train_and_val(tmp_path):
     counts = build_demo(tmp_path, tile=200)
     sets = {s: json.loads((tmp_path / "annotations" / f"{s}.json").read_text())

@@ -107,13 +107,38 @@ def is_demo_config(path: str | Path | None) -> bool:
     return path is None or Path(path).resolve() == DEMO_CONFIG.resolve()
 
 
+def _build_demo_atomically(out: Path) -> None:
+    """Build the tiles in a staging folder and rename it to `out` in one step: two searches
+    started at once on a fresh machine (or a run killed mid-build) never leave or read a half
+    written demo. The first rename wins; the other build is dropped."""
+    import os
+    import shutil
+    import tempfile
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        counts = build_demo(staging)
+        staging.chmod(0o755)  # mkdtemp's 0700 would hide the demo from the machine's others
+        if out.exists() and not (out / "READY").exists():
+            shutil.rmtree(out, ignore_errors=True)  # an older version's unfinished build
+        try:
+            os.rename(staging, out)
+        except OSError:
+            if not (out / "READY").exists():
+                raise
+        else:
+            print(f"[raytune_ft] demo data written to {out}: {counts}", flush=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def ensure_demo(out: Path = DEMO_ROOT) -> Path:
     """Build the demo data set and its pretrained checkpoint once; later calls reuse them."""
     from raytune_ft.data.weights import is_current_checkpoint, write_backbone_checkpoint
 
     if not (out / "READY").exists():
-        counts = build_demo(out)
-        print(f"[raytune_ft] demo data written to {out}: {counts}", flush=True)
+        _build_demo_atomically(out)
     if not is_current_checkpoint(out / BACKBONE_CHECKPOINT):
         write_backbone_checkpoint(out / BACKBONE_CHECKPOINT)
         print(f"[raytune_ft] ImageNet MobileNetV2 weights converted to "

@@ -9,6 +9,7 @@ renames them and `write_backbone_checkpoint` saves a detector-style checkpoint w
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 from pathlib import Path
 
@@ -94,7 +95,10 @@ def write_backbone_checkpoint(out: Path) -> Path:
     tv_state = torch.load(mobilenet_v2_weights_path(), map_location="cpu", weights_only=True)
     state = {f"backbone.{k}": v for k, v in convert_mobilenet_v2(tv_state).items()}
     out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")  # a reader (another search
+    # starting at the same time) sees the old file or the whole new one, never half of it
     torch.save({"state_dict": state,
                 "meta": {"source": "torchvision mobilenet_v2-b0353104 (ImageNet)",
-                         "conversion_version": CONVERSION_VERSION}}, out)
+                         "conversion_version": CONVERSION_VERSION}}, partial)
+    os.replace(partial, out)
     return out
