@@ -7,7 +7,8 @@ import os
 import random
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,19 @@ def check_links(out: Path, links: Mapping[str, Path]) -> None:
                             "another output folder or remove it.")
 
 
+@contextmanager
+def staging_beside(out: Path) -> Iterator[Path]:
+    """A scratch folder next to `out`, removed afterwards: on the same file system, so what is
+    built there moves into `out` with one os.replace/os.rename, and a reader of `out` never
+    sees it half-written."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def write_dataset(out: Path, annotation_files: Mapping[str, Mapping[str, Any]],
                   links: Mapping[str, Path] | None = None) -> list[Path]:
     """Write `out/annotations/<name>` for each JSON document, and link image folders into `out`.
@@ -108,9 +122,7 @@ def write_dataset(out: Path, annotation_files: Mapping[str, Mapping[str, Any]],
     """
     links = dict(links or {})
     check_links(out, links)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
-    try:
+    with staging_beside(out) as staging:
         for name, document in annotation_files.items():
             (staging / name).write_text(json.dumps(document))
         (out / "annotations").mkdir(parents=True, exist_ok=True)
@@ -118,8 +130,6 @@ def write_dataset(out: Path, annotation_files: Mapping[str, Mapping[str, Any]],
         for name in annotation_files:
             os.replace(staging / name, out / "annotations" / name)
             written.append(out / "annotations" / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     for name, target in links.items():
         place = out / name
         if not place.exists():

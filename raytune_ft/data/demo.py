@@ -113,11 +113,10 @@ def _build_demo_atomically(out: Path) -> None:
     written demo. The first rename wins; the other build is dropped."""
     import os
     import shutil
-    import tempfile
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
-    try:
+    from raytune_ft.data.coco import staging_beside
+
+    with staging_beside(out) as staging:
         counts = build_demo(staging)
         staging.chmod(0o755)  # mkdtemp's 0700 would hide the demo from the machine's others
         if out.exists() and not (out / "READY").exists():
@@ -129,8 +128,6 @@ def _build_demo_atomically(out: Path) -> None:
                 raise
         else:
             print(f"[raytune_ft] demo data written to {out}: {counts}", flush=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def ensure_demo(out: Path = DEMO_ROOT) -> Path:
