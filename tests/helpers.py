@@ -6,6 +6,7 @@ conftest); fixtures live in conftest.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -205,6 +206,50 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class RayHead:
+    """A `ray start --head` of a test in its own short temp folder (Unix socket paths are
+    limited to ~107 characters). Its address file lands there, not in /tmp/ray, so a plain
+    `ray.init()` elsewhere (another test, a developer's shell) never joins it; `stop()` ends
+    only its processes (their command lines name the folder), where `ray stop --force` ends
+    every Ray of the machine's user."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        import subprocess
+        import sys
+        import tempfile
+
+        self.temp_dir = tempfile.mkdtemp(prefix="rt_head_", dir="/tmp")
+        self.env = env
+        ray_cli = str(Path(sys.executable).parent / "ray")
+        subprocess.run([ray_cli, "start", "--head", f"--temp-dir={self.temp_dir}", *args],
+                       env=env, check=True, capture_output=True, timeout=180)
+
+    def pids(self) -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):  # gone meanwhile, or not ours to read
+                    if self.temp_dir.encode() in (entry / "cmdline").read_bytes():
+                        found.append(int(entry.name))
+        return found
+
+    def stop(self) -> None:
+        import os
+        import shutil
+        import signal
+        import time
+
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in self.pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            for _ in range(50):  # up to 10 s for them to end
+                if not self.pids():
+                    break
+                time.sleep(0.2)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 def ray_default_auth_env() -> dict[str, str]:

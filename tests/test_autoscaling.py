@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import (RANK_AUDIT, REPO, FakeInstanceMetadata, free_port, read_metrics,
-                     with_testing_hooks, write_tiny_config)
+from helpers import (RANK_AUDIT, REPO, FakeInstanceMetadata, RayHead, free_port,
+                     read_metrics, with_testing_hooks, write_tiny_config)
 
 pytestmark = pytest.mark.slow
 
@@ -79,14 +79,12 @@ def autoscaling_cluster(tmp_path_factory):
     env = {**clean, "HOME": str(root / "home"), "RAY_AUTH_MODE": "token",
            "RAY_AUTH_TOKEN_PATH": str(token), "RAY_FAKE_CLUSTER": "1",
            "AUTOSCALER_UPDATE_INTERVAL_S": "1", "CUDA_VISIBLE_DEVICES": "0"}
-    ray_cli = str(Path(sys.executable).parent / "ray")
-    subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--num-cpus=0",
-                    '--resources={"trial_driver": 100}', f"--autoscaling-config={config}",
-                    f"--dashboard-port={dashboard}", "--include-dashboard=true",
-                    "--disable-usage-stats"], env=env, check=True, capture_output=True,
-                   timeout=180)
-    yield {"address": address, "env": env, "ray": ray_cli}
-    subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
+    head = RayHead([f"--port={port}", "--num-cpus=0", '--resources={"trial_driver": 100}',
+                    f"--autoscaling-config={config}", f"--dashboard-port={dashboard}",
+                    "--include-dashboard=true", f"--dashboard-agent-listen-port={free_port()}",
+                    "--disable-usage-stats"], env)
+    yield {"address": address, "env": env}
+    head.stop()
 
 
 def _search(cluster: dict, args: list[str], **kwargs) -> subprocess.CompletedProcess:

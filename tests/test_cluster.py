@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import RANK_AUDIT, REPO, free_port, with_testing_hooks, write_tiny_config
+from helpers import (RANK_AUDIT, REPO, RayHead, free_port, with_testing_hooks,
+                     write_tiny_config)
 
 
 def ray_check(config: dict) -> dict:
@@ -106,8 +107,6 @@ def token_head(tmp_path, no_shared_ray):
     token file, the dashboard (job API) bound to 127.0.0.1."""
     import os
     import secrets
-    import subprocess
-    import sys
 
     token = tmp_path / "auth_token"
     token.write_text(secrets.token_hex(32))
@@ -117,14 +116,15 @@ def token_head(tmp_path, no_shared_ray):
     env = {**clean, "HOME": str(home), "RAY_AUTH_MODE": "token",
            "RAY_AUTH_TOKEN_PATH": str(token)}
     port, dashboard = free_port(), free_port()
-    ray_cli = str(Path(sys.executable).parent / "ray")
-    subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2",
-                    "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-                    "--include-dashboard=true", "--disable-usage-stats"],
-                   env=env, check=True, capture_output=True, timeout=180)
+    # the job agent's port too: its default (52365) is taken by any other Ray of the machine
+    # (a developer's), and a head whose agent could not bind has no job API
+    head = RayHead([f"--port={port}", "--num-cpus=2", "--dashboard-host=127.0.0.1",
+                    f"--dashboard-port={dashboard}", "--include-dashboard=true",
+                    f"--dashboard-agent-listen-port={free_port()}", "--disable-usage-stats"],
+                   env)
     yield {"address": f"127.0.0.1:{port}", "jobs": f"http://127.0.0.1:{dashboard}",
            "env": env, "no_token": {**clean, "HOME": str(home)}, "token": token}
-    subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
+    head.stop()
 
 
 SUBMIT = """
@@ -236,8 +236,11 @@ def three_node_cluster():
     if ray.is_initialized():  # a second local Ray beside the shared one disturbs both
         ray.shutdown()
 
+    # the dashboard on a free port: Cluster asks for Ray's 8265 outright, and fails where
+    # another Ray of the machine (a developer's) holds it
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "resources": {"trial_driver": 10}, "include_dashboard": True})
+        "num_cpus": 0, "resources": {"trial_driver": 10}, "include_dashboard": True,
+        "dashboard_port": free_port()})
     nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, logging_level="WARNING")
