@@ -26,6 +26,7 @@ import importlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -72,6 +73,7 @@ class Check:
         self.out, self.dry_run, self.workdir = out, dry_run, workdir
         self.gpus = 0.0 if dry_run else 1.0
         self.report: dict = {"dry_run": dry_run, "python": platform.python_version(),
+                             "workdir": str(workdir),  # removed at the end when all passed
                              "started_at": time.time(), "steps": {}, "memory_mib": {}}
         self.write()
 
@@ -288,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     check.report["finished_at"] = time.time()
     check.write()
     failed = [n for n, s in check.report["steps"].items() if not s["ok"]]
+    if failed:  # the runs' logs and checkpoints say why; kept
+        print(f"[gpu_check] the failed steps' runs are kept in {workdir}")
+    else:  # ~400 MB of runs and checkpoints per check
+        shutil.rmtree(workdir, ignore_errors=True)
     print(f"[gpu_check] wrote {args.out}: " + (f"FAILED {failed}" if failed else "all ok"))
     return 1 if failed else 0
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -28,6 +29,8 @@ def test_the_gpu_check_sequence_runs_on_the_cpu(tmp_path, no_shared_ray):
     assert steps["probe"]["relative_difference"] == 0.0  # bitwise on the CPU
     assert steps["bench"]["ratio"] > 0 and steps["bench"]["device"] == "CPU"
     assert set(report["memory_mib"]) >= {f"after_{n}" for n in steps}
+    # every step passed: its runs and checkpoints (~400 MB) are not left in /tmp
+    assert report["workdir"] and not Path(report["workdir"]).exists()
 
 
 def test_without_a_gpu_the_check_stops_at_once_naming_it(tmp_path):
