@@ -221,7 +221,6 @@ class RayHead:
         import tempfile
 
         self.temp_dir = tempfile.mkdtemp(prefix="rt_head_", dir="/tmp")
-        self.env = env
         ray_cli = str(Path(sys.executable).parent / "ray")
         subprocess.run([ray_cli, "start", "--head", f"--temp-dir={self.temp_dir}", *args],
                        env=env, check=True, capture_output=True, timeout=180)
