@@ -213,7 +213,9 @@ class RayHead:
     limited to ~107 characters). Its address file lands there, not in /tmp/ray, so a plain
     `ray.init()` elsewhere (another test, a developer's shell) never joins it; `stop()` ends
     only its processes (their command lines name the folder), where `ray stop --force` ends
-    every Ray of the machine's user."""
+    every Ray of the machine's user. Its dashboard agent (the job API) listens on a free port:
+    Ray's default, 52365, is taken by any other Ray of the machine, and a head whose agent
+    could not bind it has no job API."""
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         import subprocess
@@ -222,7 +224,8 @@ class RayHead:
 
         self.temp_dir = tempfile.mkdtemp(prefix="rt_head_", dir="/tmp")
         ray_cli = str(Path(sys.executable).parent / "ray")
-        subprocess.run([ray_cli, "start", "--head", f"--temp-dir={self.temp_dir}", *args],
+        subprocess.run([ray_cli, "start", "--head", f"--temp-dir={self.temp_dir}",
+                        f"--dashboard-agent-listen-port={free_port()}", *args],
                        env=env, check=True, capture_output=True, timeout=180)
 
     def pids(self) -> list[int]:

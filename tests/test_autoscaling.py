@@ -81,8 +81,7 @@ def autoscaling_cluster(tmp_path_factory):
            "AUTOSCALER_UPDATE_INTERVAL_S": "1", "CUDA_VISIBLE_DEVICES": "0"}
     head = RayHead([f"--port={port}", "--num-cpus=0", '--resources={"trial_driver": 100}',
                     f"--autoscaling-config={config}", f"--dashboard-port={dashboard}",
-                    "--include-dashboard=true", f"--dashboard-agent-listen-port={free_port()}",
-                    "--disable-usage-stats"], env)
+                    "--include-dashboard=true", "--disable-usage-stats"], env)
     yield {"address": address, "env": env}
     head.stop()
 

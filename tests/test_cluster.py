@@ -116,12 +116,9 @@ def token_head(tmp_path, no_shared_ray):
     env = {**clean, "HOME": str(home), "RAY_AUTH_MODE": "token",
            "RAY_AUTH_TOKEN_PATH": str(token)}
     port, dashboard = free_port(), free_port()
-    # the job agent's port too: its default (52365) is taken by any other Ray of the machine
-    # (a developer's), and a head whose agent could not bind has no job API
     head = RayHead([f"--port={port}", "--num-cpus=2", "--dashboard-host=127.0.0.1",
                     f"--dashboard-port={dashboard}", "--include-dashboard=true",
-                    f"--dashboard-agent-listen-port={free_port()}", "--disable-usage-stats"],
-                   env)
+                    "--disable-usage-stats"], env)
     yield {"address": f"127.0.0.1:{port}", "jobs": f"http://127.0.0.1:{dashboard}",
            "env": env, "no_token": {**clean, "HOME": str(home)}, "token": token}
     head.stop()
