@@ -228,29 +228,24 @@ class RayHead:
                         f"--dashboard-agent-listen-port={free_port()}", *args],
                        env=env, check=True, capture_output=True, timeout=180)
 
-    def pids(self) -> list[int]:
-        found = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError):  # gone meanwhile, or not ours to read
-                    if self.temp_dir.encode() in (entry / "cmdline").read_bytes():
-                        found.append(int(entry.name))
-        return found
+    def processes(self) -> list:
+        """This head's processes (psutil, as the autoscaling test finds a raylet)."""
+        import psutil
+
+        return [p for p in psutil.process_iter(["cmdline"])
+                if any(self.temp_dir in arg for arg in p.info["cmdline"] or [])]
 
     def stop(self) -> None:
-        import os
         import shutil
-        import signal
-        import time
 
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in self.pids():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-            for _ in range(50):  # up to 10 s for them to end
-                if not self.pids():
-                    break
-                time.sleep(0.2)
+        import psutil
+
+        for end in (psutil.Process.terminate, psutil.Process.kill):
+            running = self.processes()  # again: a worker may have started meanwhile
+            for process in running:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    end(process)
+            psutil.wait_procs(running, timeout=10)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
