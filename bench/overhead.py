@@ -71,12 +71,13 @@ def plain(epochs: int, threads: int) -> tuple[float, float]:
 
     torch.set_num_threads(threads)
     cfg = demo_cfg(epochs)
-    cfg.work_dir = tempfile.mkdtemp(prefix="bench_plain_")
     cfg.custom_hooks = [dict(type="BenchIterTimer")]
-    t0 = time.time()
-    runner = Runner.from_cfg(cfg)
-    timer = next(h for h in runner.hooks if isinstance(h, BenchIterTimer))
-    runner.train()
+    with tempfile.TemporaryDirectory(prefix="bench_plain_") as work_dir:  # its checkpoints
+        cfg.work_dir = work_dir
+        t0 = time.time()
+        runner = Runner.from_cfg(cfg)
+        timer = next(h for h in runner.hooks if isinstance(h, BenchIterTimer))
+        runner.train()
     warm = timer.epochs[1:]
     return sum(n for n, _ in warm) / sum(s for _, s in warm), timer.first_iter_at - t0
 
@@ -86,15 +87,16 @@ def through_ray(epochs: int, threads: int) -> tuple[float, float]:
     from raytune_ft.engine.trial import TrialResources, TrialSpec, run_trial
 
     cfg = demo_cfg(epochs)
-    spec = TrialSpec(name=f"bench_{time.time_ns()}", storage_path=tempfile.mkdtemp(),
-                     resources=TrialResources(workers=1, cpus_per_worker=threads,
-                                              gpus_per_worker=1.0 if GPU else 0.0))
-    t0 = time.time()
-    run_trial(cfg, spec)
-    reports = read_records(Storage.resolve(spec.record_dir()))[1:]
-    iters = [r["iters_per_s"] for r in reports]
+    with tempfile.TemporaryDirectory(prefix="bench_ray_") as storage:  # its checkpoints
+        spec = TrialSpec(name=f"bench_{time.time_ns()}", storage_path=storage,
+                         resources=TrialResources(workers=1, cpus_per_worker=threads,
+                                                  gpus_per_worker=1.0 if GPU else 0.0))
+        t0 = time.time()
+        run_trial(cfg, spec)
+        records = read_records(Storage.resolve(spec.record_dir()))
     # iters_per_s is per epoch; weight by equal epoch lengths (same data every epoch)
-    startup = read_records(Storage.resolve(spec.record_dir()))[0]["train_started_at"] - t0
+    iters = [r["iters_per_s"] for r in records[1:]]
+    startup = records[0]["train_started_at"] - t0
     return statistics.fmean(iters), startup
 
 

@@ -228,6 +228,21 @@ class SmokeResult:
     iteration_seconds: float
 
 
+def remove_smoke_work_dir(runner, work_dir: str) -> None:
+    """The smoke run's scratch folder (a checkpoint of the whole model, mmengine's log), gone
+    with it: every --smoke used to leave one in the temp folder. mmengine keeps the run's
+    logger (by experiment name) for the process's life: its log file is closed first."""
+    import logging
+    import shutil
+
+    if runner is not None:
+        for handler in list(runner.logger.handlers):
+            if isinstance(handler, logging.FileHandler):
+                handler.close()
+                runner.logger.removeHandler(handler)
+    shutil.rmtree(work_dir, ignore_errors=True)
+
+
 def smoke(cfg: Config, cpu_stand_in: bool = False) -> SmokeResult:
     """One real training iteration and one validation batch, in this process, on a copy of the
     config: catches shape, pipeline and checkpoint errors in seconds, and times the iteration
@@ -265,6 +280,12 @@ def smoke(cfg: Config, cpu_stand_in: bool = False) -> SmokeResult:
     cfg.default_hooks.checkpoint = dict(type="CheckpointHook", interval=1, save_last=False,
                                         save_optimizer=False, max_keep_ckpts=1)
     cfg.work_dir = tempfile.mkdtemp(prefix="raytune_ft_smoke_")
+    # mmengine keeps a run's logger and visualizer for the process's life by name (the logger's
+    # is the second it started; mmdet's configs name every visualizer 'visualizer'): names of
+    # its own, so a later run in this process never writes into this one's removed folder
+    cfg.experiment_name = os.path.basename(cfg.work_dir)
+    if cfg.get("visualizer"):
+        cfg.visualizer.name = cfg.experiment_name
     cfg.launcher = "none"
     cfg.resume = False
     if cpu_stand_in and cfg.get("optim_wrapper", {}).get("type") == "AmpOptimWrapper":
@@ -273,6 +294,7 @@ def smoke(cfg: Config, cpu_stand_in: bool = False) -> SmokeResult:
         cfg.optim_wrapper.type = "OptimWrapper"
     allow_mmengine_checkpoints()
     timer = IterationTimer()
+    runner = None
     try:
         runner = Runner.from_cfg(cfg)
         runner.register_hook(timer, priority="VERY_LOW")
@@ -280,6 +302,8 @@ def smoke(cfg: Config, cpu_stand_in: bool = False) -> SmokeResult:
     except Exception as err:  # noqa: BLE001 - any failure of the real model is the finding
         raise UserError(f"--smoke: one training iteration + one validation batch of the config "
                         f"failed: {type(err).__name__}: {err}") from err
+    finally:  # its log, checkpoint and visualizer files are of no use once it ended
+        remove_smoke_work_dir(runner, cfg.work_dir)
     return SmokeResult(time.time() - started, len(timer.times),
                        sum(timer.times) / max(1, len(timer.times)))
 

@@ -48,9 +48,9 @@ class SearchPlan:
 def start_ray(plan: SearchPlan) -> list[dict[str, float]]:
     """Ray for a search or a confirmation (embedded, or the cluster at --address); return the
     alive nodes' resources. Without --verbose Ray's and Optuna's lines go to the experiment's
-    driver.log (a --check-only run has no experiment: a scratch file)."""
+    driver.log; a --check-only run has no experiment and keeps none of them (an error still
+    reaches the console; --verbose shows all): it used to leave a scratch folder per check."""
     import os
-    import tempfile
 
     from raytune_ft.engine.cluster import init_ray
     from raytune_ft.storage import DRIVER_LOG
@@ -59,7 +59,7 @@ def start_ray(plan: SearchPlan) -> list[dict[str, float]]:
     if config.verbose:
         log_file = None
     elif config.check_only:
-        log_file = os.path.join(tempfile.mkdtemp(prefix="raytune_ft_check_"), DRIVER_LOG)
+        log_file = os.devnull
     else:
         log_file = plan.experiment.local_path(DRIVER_LOG)
     return init_ray(config.address, log_file=log_file)
