@@ -124,7 +124,13 @@ def test_tutorial_config_pasted_verbatim_reaches_the_data_check(tmp_path, capsys
         assert f"_base_ '../_base_/{old}' -> 'mmdet::_base_/{new}'" in out
     assert "instancesonly_filtered_gtFine_train.json" in err and "does not exist" in err, err
     assert "_base_" not in err
+    import tempfile
+
+    scratch = tmp_path / "scratch"  # where the rewritten copy of the config is made
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     cfg_loaded = load_config(cfg)  # the 2.x keys are translated as for the shipped config
+    assert not list(scratch.iterdir()), "the rewritten copy of the config was left behind"
     assert cfg_loaded.train_cfg.max_epochs == 8
     assert find_scheduler(cfg_loaded, "MultiStepLR").milestones == [7]
 

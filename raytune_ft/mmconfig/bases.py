@@ -50,7 +50,7 @@ def _base_entries(tree: ast.Module) -> tuple[ast.Assign | None, list[str]]:
 def resolve_bases(path: Path) -> Path:
     """`path` itself when every `_base_` entry resolves; else a copy (same file name, in a
     temporary folder) whose missing relative entries point at mmdet's shipped bases and whose
-    existing relative entries are made absolute."""
+    existing relative entries are made absolute; the caller removes that folder once loaded."""
     text = path.read_text()
     tree = ast.parse(text, filename=str(path))
     node, entries = _base_entries(tree)

@@ -10,6 +10,7 @@ import ast
 import logging
 import os
 import re
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,9 @@ def load_config(path: str | Path, cfg_options: Mapping[str, Any] | None = None,
             "MMDetection base is written 'mmdet::_base_/models/...', a local one as a path "
             "relative to the config file."
         ) from err
+    finally:
+        if source != path:  # the rewritten copy: Config holds its text, the file is spent
+            shutil.rmtree(source.parent, ignore_errors=True)
     translate_legacy(cfg, source=str(path))
     if cfg_options:
         cfg.merge_from_dict(dict(cfg_options))
