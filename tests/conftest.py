@@ -29,6 +29,18 @@ def pytest_collection_modifyitems(session, config, items) -> None:
     items.sort(key=lambda item: bool(STOPS_SHARED_RAY & set(item.fixturenames)))
 
 
+@pytest.fixture()
+def empty_tempdir(tmp_path, monkeypatch) -> Path:
+    """This process's temp folder (tempfile's), empty at the start: what a check or a config
+    load leaves in it stays visible to the test."""
+    import tempfile
+
+    folder = tmp_path / "tempdir"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     return write_tiny_coco(tmp_path_factory.mktemp("tiny_coco"))

@@ -109,7 +109,8 @@ def tutorial_config(folder: Path) -> Path:
     return path
 
 
-def test_tutorial_config_pasted_verbatim_reaches_the_data_check(tmp_path, capsys, monkeypatch):
+def test_tutorial_config_pasted_verbatim_reaches_the_data_check(tmp_path, capsys, monkeypatch,
+                                                             empty_tempdir):
     from raytune_ft.cli.search import main as search_main
 
     monkeypatch.chdir(tmp_path)  # its data_root data/cityscapes/ does not exist here
@@ -124,13 +125,9 @@ def test_tutorial_config_pasted_verbatim_reaches_the_data_check(tmp_path, capsys
         assert f"_base_ '../_base_/{old}' -> 'mmdet::_base_/{new}'" in out
     assert "instancesonly_filtered_gtFine_train.json" in err and "does not exist" in err, err
     assert "_base_" not in err
-    import tempfile
-
-    scratch = tmp_path / "scratch"  # where the rewritten copy of the config is made
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     cfg_loaded = load_config(cfg)  # the 2.x keys are translated as for the shipped config
-    assert not list(scratch.iterdir()), "the rewritten copy of the config was left behind"
+    # where the rewritten copy of the config was made (by the check above and this load)
+    assert not list(empty_tempdir.iterdir()), "the rewritten copy of the config was left behind"
     assert cfg_loaded.train_cfg.max_epochs == 8
     assert find_scheduler(cfg_loaded, "MultiStepLR").milestones == [7]
 

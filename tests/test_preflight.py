@@ -18,16 +18,7 @@ SPACE = "params:\n  lr: {type: loguniform, low: 1.0e-3, high: 5.0e-2}\n"
 
 
 @pytest.fixture()
-def scratch(tmp_path, monkeypatch) -> Path:
-    """This process's temp folder, empty: what a check leaves in it stays visible."""
-    folder = tmp_path / "scratch"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
-
-
-@pytest.fixture()
-def setup(tmp_path, tiny_data, tiny_pretrained, scratch):
+def setup(tmp_path, tiny_data, tiny_pretrained, empty_tempdir):
     data = Path(shutil.copytree(tiny_data, tmp_path / "data"))
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)
@@ -60,7 +51,7 @@ def assert_passed_and_wrote_nothing(out: str, images: int, storage: Path) -> Non
     assert "[raytune_ft] check-only: all checks passed in " in out, out
     assert "no trial was started" in out, out
     assert not storage.exists() or not list(storage.iterdir()), list(storage.rglob("*"))
-    # the tests point it at an empty folder (fixture scratch); torch's own caches may stay
+    # the tests point it at an empty folder (fixture empty_tempdir); torch's caches may stay
     left = list(Path(tempfile.gettempdir()).glob("raytune_ft_*"))
     assert not left, f"a check left a scratch folder: {left}"
 
@@ -227,7 +218,7 @@ def test_smoke_runs_exactly_one_iteration_and_catches_a_broken_pipeline(ray_sess
 
 
 @pytest.mark.slow
-def test_the_demo_passes_preflight(ray_session, capsys, tmp_path, scratch):
+def test_the_demo_passes_preflight(ray_session, capsys, tmp_path, empty_tempdir):
     from raytune_ft.data.demo import DEMO_ROOT
 
     rc = search_main(["--check-only", "--storage-path", str(tmp_path / "exp")])

@@ -11,8 +11,10 @@ that exists locally always wins; one that matches nothing is an error with the c
 from __future__ import annotations
 
 import ast
+import contextlib
 import difflib
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from raytune_ft.errors import UserError
@@ -47,15 +49,29 @@ def _base_entries(tree: ast.Module) -> tuple[ast.Assign | None, list[str]]:
     return None, []
 
 
-def resolve_bases(path: Path) -> Path:
+@contextlib.contextmanager
+def resolved_bases(path: Path) -> Iterator[Path]:
     """`path` itself when every `_base_` entry resolves; else a copy (same file name, in a
-    temporary folder) whose missing relative entries point at mmdet's shipped bases and whose
-    existing relative entries are made absolute; the caller removes that folder once loaded."""
+    temporary folder, removed when the block ends: mmengine's Config keeps the text it read)
+    whose missing relative entries point at mmdet's shipped bases and whose existing relative
+    entries are made absolute."""
+    rewritten = _rewrite_bases(path)
+    if rewritten is None:
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="raytune_ft_cfg_") as folder:
+        copy = Path(folder) / path.name
+        copy.write_text(rewritten)
+        yield copy
+
+
+def _rewrite_bases(path: Path) -> str | None:
+    """The config's text with its `_base_` entries resolved, or None when none needs it."""
     text = path.read_text()
     tree = ast.parse(text, filename=str(path))
     node, entries = _base_entries(tree)
     if node is None:
-        return path
+        return None
     resolved: list[str] = []
     mapped = False
     shipped: dict[str, str] | None = None
@@ -83,12 +99,8 @@ def resolve_bases(path: Path) -> Path:
         resolved.append(new)
         mapped = True
     if not mapped:
-        return path
+        return None
     lines = text.splitlines(keepends=True)
     start, end = node.lineno - 1, node.end_lineno
     replacement = f"_base_ = {resolved!r}\n"
-    rewritten = "".join(lines[:start]) + replacement + "".join(lines[end:])
-    folder = Path(tempfile.mkdtemp(prefix="raytune_ft_cfg_"))
-    out = folder / path.name
-    out.write_text(rewritten)
-    return out
+    return "".join(lines[:start]) + replacement + "".join(lines[end:])

@@ -10,14 +10,13 @@ import ast
 import logging
 import os
 import re
-import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from mmengine.config import Config
 
-from raytune_ft.mmconfig.bases import resolve_bases
+from raytune_ft.mmconfig.bases import resolved_bases
 from raytune_ft.errors import UserError
 from raytune_ft.mmconfig.hparams import apply_hparams, check_schedule
 from raytune_ft.mmconfig.legacy import translate_legacy
@@ -42,9 +41,10 @@ def load_config(path: str | Path, cfg_options: Mapping[str, Any] | None = None,
         raise ConfigError(f"config file '{path}' does not exist. Pass --config with the path of "
                           "an MMDetection config (.py), e.g. configs/demo/faster_rcnn_mnv2_trees.py.")
     _check_syntax(path)
-    source = resolve_bases(path)  # 2.x-layout `../_base_/...` entries -> mmdet's shipped bases
     try:
-        cfg = Config.fromfile(str(source))
+        # 2.x-layout `../_base_/...` entries -> mmdet's shipped bases
+        with resolved_bases(path) as source:
+            cfg = Config.fromfile(str(source))
     except ImportError as err:
         raise ConfigError(missing_package_message(path, err)) from err
     except (FileNotFoundError, KeyError) as err:
@@ -53,9 +53,6 @@ def load_config(path: str | Path, cfg_options: Mapping[str, Any] | None = None,
             "MMDetection base is written 'mmdet::_base_/models/...', a local one as a path "
             "relative to the config file."
         ) from err
-    finally:
-        if source != path:  # the rewritten copy: Config holds its text, the file is spent
-            shutil.rmtree(source.parent, ignore_errors=True)
     translate_legacy(cfg, source=str(path))
     if cfg_options:
         cfg.merge_from_dict(dict(cfg_options))
